@@ -1,0 +1,51 @@
+"""The application: `create_app(settings)` builds it; `uvicorn app.main:app` serves `app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app.routers import health, page, sessions, ws
+from app.routers.page import STATIC_DIR
+from app.services.runtime import start_runtime, stop_runtime
+from app.services.tools import DEFAULT_TOOLS, ToolFunction
+from app.settings import Settings, load_settings
+
+
+def create_app(
+    settings: Settings | None = None, *, tools: Sequence[ToolFunction] = DEFAULT_TOOLS
+) -> FastAPI:
+    """Build the app; everything it runs on is created in its lifespan, not here."""
+    settings = settings or load_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await start_runtime(settings, tools=tools)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await stop_runtime(runtime)
+
+    app = FastAPI(
+        title="Realtime conversation server",
+        version="1.0.0",
+        summary="Stream LLM conversations over a WebSocket, with tools, storage and summaries.",
+        lifespan=lifespan,
+    )
+    app.include_router(ws.router)
+    app.include_router(sessions.router)
+    app.include_router(health.router)
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+app = create_app()

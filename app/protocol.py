@@ -1,0 +1,255 @@
+"""The public interface, version 1: WebSocket frames, stored events and REST bodies, typed.
+
+Wire tags (`type` values) and field names are fixed by PROTOCOL.md: add optional fields, never
+rename.
+This module depends on pydantic only, so every layer may import it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    StrictStr,
+    TypeAdapter,
+    model_serializer,
+)
+
+MAX_CLIENT_ID_CHARS = 64
+
+
+class ErrorCode(StrEnum):
+    """Codes of `error` frames and of `response.done.error`."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_EVENT = "invalid_event"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    RESPONSE_IN_PROGRESS = "response_in_progress"
+    NO_ACTIVE_RESPONSE = "no_active_response"
+    RATE_LIMITED = "rate_limited"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    INVALID_REQUEST = "invalid_request"
+    SESSION_NOT_FOUND = "session_not_found"
+    SESSION_BUSY = "session_busy"
+    LLM_RATE_LIMITED = "llm_rate_limited"
+    LLM_UNAVAILABLE = "llm_unavailable"
+    LLM_ERROR = "llm_error"
+    TOOL_ROUNDS_EXCEEDED = "tool_rounds_exceeded"
+    INTERNAL_ERROR = "internal_error"
+
+
+class CloseCode:
+    """WebSocket close codes of PROTOCOL.md."""
+
+    GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
+    TOO_LARGE = 1009
+    INVALID_REQUEST = 4400
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    NOT_FOUND = 4404
+    BUSY = 4409
+
+
+class ResponseStatus(StrEnum):
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class SummaryStatus(StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# ---------------------------------------------------------------- client -> server
+
+
+class _ClientFrame(BaseModel):
+    # Unknown extra fields are ignored so that newer clients keep working.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class UserMessageIn(_ClientFrame):
+    type: Literal["user.message"]
+    # Length limits are settings, so they are checked by the conversation, not here.
+    text: StrictStr
+    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLIENT_ID_CHARS)] | None = None
+
+
+class ResponseCancelIn(_ClientFrame):
+    type: Literal["response.cancel"]
+
+
+class PingIn(_ClientFrame):
+    type: Literal["ping"]
+
+
+ClientFrame = Annotated[UserMessageIn | ResponseCancelIn | PingIn, Field(discriminator="type")]
+client_frame_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+
+
+# ---------------------------------------------------------------- stored events
+# Stored events double as the server frames that announce them (`user.message` is the
+# acknowledgement, `tool.call` and `tool.result` are streamed as they happen).
+
+
+class _StoredEvent(_Frame):
+    seq: int
+    created_at: datetime
+
+
+class UserMessageEvent(_StoredEvent):
+    type: Literal["user.message"] = "user.message"
+    id: str
+    text: str
+
+
+class ToolCallEvent(_StoredEvent):
+    type: Literal["tool.call"] = "tool.call"
+    response_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, JsonValue]
+    # Present only when the model's arguments were not a JSON object.
+    raw_arguments: str | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class ToolResultEvent(_StoredEvent):
+    type: Literal["tool.result"] = "tool.result"
+    response_id: str
+    call_id: str
+    name: str
+    ok: bool
+    result: JsonValue = None
+    error: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _result_or_error(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `result` when ok, `error` when not: never both, so clients can branch on presence.
+        data: dict[str, Any] = handler(self)
+        data.pop("error" if self.ok else "result", None)
+        return data
+
+
+class ErrorInfo(_Frame):
+    code: ErrorCode
+    message: str
+
+
+class AssistantMessageEvent(_StoredEvent):
+    type: Literal["assistant.message"] = "assistant.message"
+    response_id: str
+    status: ResponseStatus
+    text: str
+    finish_reason: str
+    usage: dict[str, JsonValue] | None
+    model: str
+    error: ErrorInfo | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+StoredEvent = Annotated[
+    UserMessageEvent | ToolCallEvent | ToolResultEvent | AssistantMessageEvent,
+    Field(discriminator="type"),
+]
+stored_event_adapter: TypeAdapter[StoredEvent] = TypeAdapter(StoredEvent)
+
+
+# ---------------------------------------------------------------- server -> client
+
+
+class SessionReady(_Frame):
+    type: Literal["session.ready"] = "session.ready"
+    session_id: str
+    resumed: bool
+    events: list[StoredEvent]
+    model: str
+
+
+class ResponseStarted(_Frame):
+    type: Literal["response.started"] = "response.started"
+    response_id: str
+
+
+class ResponseDelta(_Frame):
+    type: Literal["response.delta"] = "response.delta"
+    response_id: str
+    text: str
+
+
+class ResponseDone(_Frame):
+    type: Literal["response.done"] = "response.done"
+    seq: int
+    response_id: str
+    status: ResponseStatus
+    text: str
+    finish_reason: str
+    usage: dict[str, JsonValue] | None
+    error: ErrorInfo | None = None
+    # Which model answered (optional field added to version 1).
+    model: str | None = None
+
+
+class ErrorFrame(_Frame):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    retryable: bool = False
+
+
+class Pong(_Frame):
+    type: Literal["pong"] = "pong"
+
+
+ServerFrame = (
+    SessionReady
+    | UserMessageEvent
+    | ResponseStarted
+    | ResponseDelta
+    | ToolCallEvent
+    | ToolResultEvent
+    | ResponseDone
+    | ErrorFrame
+    | Pong
+)
+
+
+# ---------------------------------------------------------------- REST
+
+
+class SessionView(_Frame):
+    """`Session` of PROTOCOL.md."""
+
+    id: str
+    status: Literal["active", "idle"]
+    created_at: datetime
+    updated_at: datetime
+    title: str | None
+    summary: str | None
+    summary_status: SummaryStatus
+    event_count: int
+    model: str
+
+
+class SessionPage(_Frame):
+    sessions: list[SessionView]
+    next: str | None
+
+
+class EventPage(_Frame):
+    events: list[StoredEvent]

@@ -1,0 +1,155 @@
+"""The live sessions of this process: attach a connection, refuse a second one, tear down after."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from app.database.base import SessionRecord
+from app.protocol import ErrorCode, SessionReady
+from app.services.conversation import (
+    Conversation,
+    ConversationDeps,
+    ConversationState,
+    FrameSink,
+)
+from app.services.summaries import Summarizer
+
+log = logging.getLogger(__name__)
+
+
+class ConnectRefused(Exception):
+    """A connection cannot be attached to a session; `code` says why."""
+
+    def __init__(self, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+def parse_session_id(raw: str) -> str | None:
+    """The canonical form of a session id, or None when it is not one."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+def visible_to(record: SessionRecord, owner: str | None) -> bool:
+    """Sessions belong to whoever made them; another owner's session does not exist for you."""
+    return record.owner == owner
+
+
+class SessionHub:
+    """Maps session ids to their one live `Conversation`."""
+
+    def __init__(
+        self, deps: ConversationDeps, summarizer: Summarizer, *, resume_wait_s: float
+    ) -> None:
+        self._deps = deps
+        self._summarizer = summarizer
+        self._resume_wait_s = resume_wait_s
+        self._live: dict[str, Conversation] = {}
+        self._claimed: set[str] = set()
+
+    def is_live(self, session_id: str) -> bool:
+        conversation = self._live.get(session_id)
+        return conversation is not None and conversation.state is ConversationState.OPEN
+
+    def is_known(self, session_id: str) -> bool:
+        """True while a connection or its last response still holds the session here."""
+        return session_id in self._live or session_id in self._claimed
+
+    async def connect(
+        self, session_id: str | None, *, after_seq: int, owner: str | None, sink: FrameSink
+    ) -> tuple[Conversation, SessionReady]:
+        """Attach a new connection: a fresh session, or a resumed one with its stored events."""
+        if session_id is None:
+            return await self._start_new(owner, sink)
+        return await self._resume(session_id, after_seq=after_seq, owner=owner, sink=sink)
+
+    async def _start_new(
+        self, owner: str | None, sink: FrameSink
+    ) -> tuple[Conversation, SessionReady]:
+        now = datetime.now(UTC)
+        record = SessionRecord(
+            id=str(uuid.uuid4()),
+            created_at=now,
+            updated_at=now,
+            model=self._deps.provider.model,
+            owner=owner,
+        )
+        await self._deps.store.create_session(record)
+        conversation = Conversation(record, [], self._deps, sink)
+        self._live[record.id] = conversation
+        ready = SessionReady(session_id=record.id, resumed=False, events=[], model=record.model)
+        return conversation, ready
+
+    async def _resume(
+        self, raw_id: str, *, after_seq: int, owner: str | None, sink: FrameSink
+    ) -> tuple[Conversation, SessionReady]:
+        session_id = parse_session_id(raw_id)
+        if session_id is None:
+            raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
+        await self._wait_for_previous(session_id)
+        self._claimed.add(session_id)
+        try:
+            conversation = await self._load(session_id, owner, sink)
+        finally:
+            self._claimed.discard(session_id)
+        self._live[session_id] = conversation
+        events = [event for event in conversation.events if event.seq > after_seq]
+        ready = SessionReady(
+            session_id=session_id, resumed=True, events=events, model=self._deps.provider.model
+        )
+        return conversation, ready
+
+    async def _wait_for_previous(self, session_id: str) -> None:
+        """Refuse a second live connection; wait (bounded) for one that is only tearing down."""
+        while True:
+            previous = self._live.get(session_id)
+            if session_id in self._claimed or (
+                previous is not None and previous.state is ConversationState.OPEN
+            ):
+                raise ConnectRefused(
+                    ErrorCode.SESSION_BUSY, "this session is open in another connection"
+                )
+            if previous is None:
+                return
+            try:
+                async with asyncio.timeout(self._resume_wait_s):
+                    await previous.closed.wait()
+            except TimeoutError as e:
+                raise ConnectRefused(
+                    ErrorCode.SESSION_BUSY,
+                    "the previous connection's response is still finishing; retry shortly",
+                    retryable=True,
+                ) from e
+
+    async def _load(self, session_id: str, owner: str | None, sink: FrameSink) -> Conversation:
+        record = await self._deps.store.get_session(session_id)
+        if record is None or not visible_to(record, owner):
+            raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
+        events = await self._deps.store.list_events(session_id, after_seq=0, limit=None)
+        return Conversation(record, events, self._deps, sink)
+
+    def disconnect(self, conversation: Conversation) -> None:
+        """The client left: the response runs to its end, then the session is torn down."""
+        conversation.detach()
+        self._deps.supervisor.spawn(
+            self._tear_down(conversation), name=f"teardown-{conversation.session_id}"
+        )
+
+    async def _tear_down(self, conversation: Conversation) -> None:
+        try:
+            await conversation.wait_response()
+            await self._deps.writer.flush()
+        finally:
+            if self._live.get(conversation.session_id) is conversation:
+                del self._live[conversation.session_id]
+            conversation.mark_closed()
+        if conversation.has_messages:
+            await self._summarizer.request(conversation.session_id)

@@ -1,0 +1,204 @@
+"""Groq through the official SDK (`AsyncGroq`); every SDK and transport error is translated here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import groq
+import httpx
+from groq.types.chat import ChatCompletionChunk
+from groq.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+from pydantic import JsonValue
+
+from app.protocol import ErrorCode
+from app.services.llm.base import (
+    ChatMessage,
+    Finished,
+    LLMError,
+    LLMEvent,
+    TextDelta,
+    ToolCallRequest,
+    ToolDefinition,
+)
+
+
+@dataclass(slots=True)
+class _PartialCall:
+    call_id: str
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+    def request(self) -> ToolCallRequest:
+        return ToolCallRequest(
+            call_id=self.call_id, name=self.name, arguments="".join(self.arguments)
+        )
+
+
+class ToolCallAssembler:
+    """Builds whole tool calls from stream deltas.
+
+    Groq sends each call whole in one delta; OpenAI-style servers send the arguments in
+    fragments under the same `index`. A new `id` at a known index starts a new call.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, _PartialCall] = {}
+        self._done: list[ToolCallRequest] = []
+
+    def add(self, delta: ChoiceDeltaToolCall) -> None:
+        current = self._open.get(delta.index)
+        if current is None or (delta.id and delta.id != current.call_id):
+            if current is not None:
+                self._done.append(current.request())
+            current = _PartialCall(call_id=delta.id or f"call_{delta.index}")
+            self._open[delta.index] = current
+        if delta.function is not None:
+            current.name += delta.function.name or ""
+            if delta.function.arguments:
+                current.arguments.append(delta.function.arguments)
+
+    def finish(self) -> list[ToolCallRequest]:
+        calls = self._done + [self._open[index].request() for index in sorted(self._open)]
+        self._open.clear()
+        self._done = []
+        return calls
+
+
+def _error_details(body: object) -> Mapping[str, Any]:
+    """The inner `{"message", "code", ...}` object of a Groq error body, however it is wrapped."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            return cast(Mapping[str, Any], inner)
+    return {}
+
+
+def _describe(error: groq.APIError) -> str:
+    details = _error_details(error.body)
+    upstream_code = details.get("code") or details.get("type") or "error"
+    message = details.get("message") or error.message
+    return f"{upstream_code}: {message}"
+
+
+def translate_error(error: Exception) -> LLMError:
+    """Map one SDK or transport error to our `LLMError` (the only place that knows them)."""
+    if isinstance(error, groq.RateLimitError):
+        wait = error.response.headers.get("retry-after")
+        hint = f" (Groq asks to wait {wait} s)" if wait else ""
+        return LLMError(ErrorCode.LLM_RATE_LIMITED, f"rate limited by Groq{hint}", retryable=True)
+    if isinstance(error, groq.AuthenticationError):
+        return LLMError(ErrorCode.LLM_UNAVAILABLE, "Groq refused the key: check GROQ_API_KEY")
+    if isinstance(error, groq.InternalServerError | groq.APIConnectionError):
+        return LLMError(ErrorCode.LLM_UNAVAILABLE, f"Groq is unavailable: {error}", retryable=True)
+    if isinstance(error, groq.APIStatusError) and error.status_code in (413, 498):
+        return LLMError(ErrorCode.LLM_RATE_LIMITED, _describe(error), retryable=True)
+    if isinstance(error, groq.APIStatusError):
+        return LLMError(ErrorCode.LLM_ERROR, _describe(error))
+    if isinstance(error, groq.APIError):
+        return _translate_stream_error(error)
+    if isinstance(error, httpx.TimeoutException):
+        return LLMError(ErrorCode.LLM_UNAVAILABLE, "Groq stalled: no data in time", retryable=True)
+    if isinstance(error, httpx.HTTPError):
+        return LLMError(ErrorCode.LLM_UNAVAILABLE, f"Groq stream broke: {error}", retryable=True)
+    return LLMError(ErrorCode.LLM_ERROR, f"unexpected model error: {error!r}")
+
+
+def _translate_stream_error(error: groq.APIError) -> LLMError:
+    """An `event: error` inside a 200 stream: its body carries the status the upstream meant."""
+    status = _error_details(error.body).get("status_code")
+    if isinstance(status, int) and status == 429:
+        return LLMError(ErrorCode.LLM_RATE_LIMITED, _describe(error), retryable=True)
+    if isinstance(status, int) and status >= 500:
+        return LLMError(ErrorCode.LLM_UNAVAILABLE, _describe(error), retryable=True)
+    return LLMError(ErrorCode.LLM_ERROR, _describe(error))
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    try:
+        yield
+    except (groq.GroqError, httpx.HTTPError) as e:
+        raise translate_error(e) from e
+
+
+def _usage(chunk: ChatCompletionChunk) -> dict[str, JsonValue] | None:
+    usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
+    return cast(dict[str, JsonValue], usage.model_dump(exclude_none=True)) if usage else None
+
+
+class GroqProvider:
+    """`LLMProvider` for Groq's chat completions, streamed."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None,
+        model: str,
+        timeout_s: float,
+        max_retries: int,
+        max_completion_tokens: int,
+    ) -> None:
+        # `timeout.read` bounds the gap between two chunks: a stalled stream fails, not hangs.
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+        self._client = groq.AsyncGroq(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+        )
+        self._model = model
+        self._max_completion_tokens = max_completion_tokens
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        model: str | None = None,
+    ) -> AsyncGenerator[LLMEvent, None]:
+        chosen = model or self._model
+        with _translated_errors():
+            options: dict[str, Any] = {"tools": list(tools)} if tools else {}
+            upstream = await self._client.chat.completions.create(
+                model=chosen,
+                messages=cast(Any, list(messages)),
+                max_completion_tokens=self._max_completion_tokens,
+                stream=True,
+                **options,
+            )
+            # Closing the SDK stream closes the HTTP response: Groq sees the disconnect and stops.
+            async with upstream:
+                async for event in self._events(upstream, chosen):
+                    yield event
+
+    async def _events(
+        self, upstream: groq.AsyncStream[ChatCompletionChunk], model: str
+    ) -> AsyncGenerator[LLMEvent, None]:
+        calls = ToolCallAssembler()
+        finish_reason: str | None = None
+        usage: dict[str, JsonValue] | None = None
+        async for chunk in upstream:
+            if chunk.x_groq is not None and chunk.x_groq.error:
+                raise LLMError(ErrorCode.LLM_UNAVAILABLE, f"Groq stopped: {chunk.x_groq.error}")
+            usage = _usage(chunk) or usage
+            for choice in chunk.choices[:1]:
+                delta = choice.delta
+                if delta.content:
+                    yield TextDelta(delta.content)
+                for tool_delta in delta.tool_calls or ():
+                    calls.add(tool_delta)
+                finish_reason = choice.finish_reason or finish_reason
+        if finish_reason is None:
+            # The body ended without a final chunk: the answer is incomplete, not finished.
+            raise LLMError(ErrorCode.LLM_UNAVAILABLE, "Groq's stream ended early", retryable=True)
+        for call in calls.finish():
+            yield call
+        yield Finished(finish_reason=finish_reason, usage=usage, model=model)

@@ -1,0 +1,37 @@
+"""The provider used when no model is configured: the server runs, and says how to fix it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+
+from app.protocol import ErrorCode
+from app.services.llm.base import ChatMessage, LLMError, LLMEvent, ToolDefinition
+
+HOW_TO_CONFIGURE = (
+    "No language model is configured. Set GROQ_API_KEY (free at console.groq.com) in the "
+    "environment or in .env, then restart the server."
+)
+
+
+class UnconfiguredProvider:
+    """Every call fails with `llm_unavailable` and a message that says how to configure a model."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def aclose(self) -> None:
+        return None
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        model: str | None = None,
+    ) -> AsyncGenerator[LLMEvent, None]:
+        raise LLMError(ErrorCode.LLM_UNAVAILABLE, HOW_TO_CONFIGURE)
+        yield  # pragma: no cover - makes this function an async generator

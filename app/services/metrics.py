@@ -1,0 +1,46 @@
+"""Prometheus metrics, one registry per app (nothing is built at import time)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """The server's counters and histograms; `render()` gives the text format for `/metrics`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.open_connections = Gauge(
+            "chat_open_connections", "WebSocket connections open now", registry=self.registry
+        )
+        self.responses = Counter(
+            "chat_responses", "Responses ended, by status", ["status"], registry=self.registry
+        )
+        self.time_to_first_token = Histogram(
+            "chat_time_to_first_token_seconds",
+            "From user message to the first streamed text",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.tokens_streamed = Counter(
+            "chat_tokens_streamed", "Text deltas streamed to clients", registry=self.registry
+        )
+        self.tool_calls = Histogram(
+            "chat_tool_call_seconds",
+            "Tool call durations, by tool and outcome",
+            ["tool", "outcome"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.summaries = Counter(
+            "chat_summaries", "Session summaries, by outcome", ["outcome"], registry=self.registry
+        )
+        self.store_queue_depth = Gauge(
+            "chat_store_queue_depth", "Events waiting to be written", registry=self.registry
+        )
+
+    def observe_tool(self, name: str, *, ok: bool, seconds: float) -> None:
+        self.tool_calls.labels(tool=name, outcome="ok" if ok else "error").observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

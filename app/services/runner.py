@@ -1,0 +1,328 @@
+"""One response: stream the model, run its tools round by round, end in one `response.done`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import orjson
+from pydantic import JsonValue
+
+from app.protocol import (
+    AssistantMessageEvent,
+    ErrorCode,
+    ErrorInfo,
+    ResponseDelta,
+    ResponseDone,
+    ResponseStarted,
+    ResponseStatus,
+    ServerFrame,
+    StoredEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+)
+from app.services.history import build_messages
+from app.services.llm.base import (
+    Finished,
+    LLMError,
+    LLMProvider,
+    TextDelta,
+    ToolCallRequest,
+)
+from app.services.metrics import Metrics
+from app.services.tools import ToolContext, ToolError, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+
+class ResponseHost(Protocol):
+    """What a response needs from its conversation: the history, seqs, storage and the client."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def events(self) -> Sequence[StoredEvent]: ...
+
+    def next_seq(self) -> int: ...
+
+    def record(self, event: StoredEvent) -> None:
+        """Append to the history and queue the write (off the streaming path)."""
+        ...
+
+    async def send(self, frame: ServerFrame) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseConfig:
+    """Settings a response runs with."""
+
+    system_prompt: str
+    max_tool_rounds: int
+    tool_timeout_s: float
+
+
+class ToolRoundsExceeded(Exception):
+    """The model kept calling tools past `MAX_TOOL_ROUNDS`."""
+
+
+@dataclass(slots=True)
+class _Progress:
+    text: list[str] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: dict[str, JsonValue] | None = None
+    model: str = ""
+    open_calls: dict[str, ToolCallEvent] = field(default_factory=dict)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _add_usage(
+    total: dict[str, JsonValue] | None, more: dict[str, JsonValue] | None
+) -> dict[str, JsonValue] | None:
+    if more is None:
+        return total
+    if total is None:
+        return dict(more)
+    summed = dict(total)
+    for key, value in more.items():
+        known = summed.get(key)
+        both_numbers = isinstance(value, int | float) and isinstance(known, int | float)
+        summed[key] = known + value if both_numbers else value  # type: ignore[operator]
+    return summed
+
+
+def _parse_arguments(raw: str) -> dict[str, JsonValue] | None:
+    try:
+        value = orjson.loads(raw or "{}")
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class ResponseRunner:
+    """Runs one response of a conversation to its single end.
+
+    The model rounds run in a child task, so `cancel()` interrupts them while this runner
+    still closes the response: cancelled tool results, the stored assistant message, the done frame.
+    """
+
+    def __init__(
+        self,
+        host: ResponseHost,
+        *,
+        response_id: str,
+        provider: LLMProvider,
+        tools: ToolRegistry,
+        tool_context: ToolContext,
+        config: ResponseConfig,
+        metrics: Metrics,
+    ) -> None:
+        self.response_id = response_id
+        self._host = host
+        self._provider = provider
+        self._tools = tools
+        self._tool_context = tool_context
+        self._config = config
+        self._metrics = metrics
+        self._progress = _Progress(model=provider.model)
+        self._work: asyncio.Task[None] | None = None
+        self._cancel_requested = False
+        self._started_at = 0.0
+
+    def cancel(self) -> None:
+        """Stop the response: no tool starts after this, running ones are cancelled."""
+        self._cancel_requested = True
+        if self._work is not None:
+            self._work.cancel()
+
+    async def run(self) -> None:
+        """Run to the end; always records one assistant message and sends one `response.done`."""
+        self._started_at = asyncio.get_running_loop().time()
+        await self._host.send(ResponseStarted(response_id=self.response_id))
+        status, error = ResponseStatus.CANCELLED, None
+        try:
+            if not self._cancel_requested:
+                self._work = asyncio.create_task(self._rounds(), name=f"rounds-{self.response_id}")
+                await asyncio.wait([self._work])
+                status, error = self._outcome(self._work)
+        except asyncio.CancelledError:
+            # The runner itself is cancelled (shutdown): stop the work, close the response, go on.
+            await self._stop_work()
+            await self._finish(ResponseStatus.CANCELLED, None)
+            raise
+        await self._finish(status, error)
+
+    async def _stop_work(self) -> None:
+        if self._work is not None and not self._work.done():
+            self._work.cancel()
+            await asyncio.wait([self._work])
+
+    def _outcome(self, work: asyncio.Task[None]) -> tuple[ResponseStatus, ErrorInfo | None]:
+        if work.cancelled():
+            return ResponseStatus.CANCELLED, None
+        error = work.exception()
+        if error is None:
+            return ResponseStatus.COMPLETED, None
+        if isinstance(error, LLMError):
+            return ResponseStatus.FAILED, ErrorInfo(code=error.code, message=error.message)
+        if isinstance(error, ToolRoundsExceeded):
+            message = f"the model asked for tools more than {self._config.max_tool_rounds} rounds"
+            return ResponseStatus.FAILED, ErrorInfo(
+                code=ErrorCode.TOOL_ROUNDS_EXCEEDED, message=message
+            )
+        log.error("response %s failed", self.response_id, exc_info=error)
+        info = ErrorInfo(code=ErrorCode.INTERNAL_ERROR, message="the server failed; please retry")
+        return ResponseStatus.FAILED, info
+
+    async def _rounds(self) -> None:
+        for round_number in range(self._config.max_tool_rounds + 1):
+            calls = await self._stream_round()
+            if not calls:
+                return
+            if round_number == self._config.max_tool_rounds:
+                raise ToolRoundsExceeded
+            await self._run_tools(calls)
+
+    async def _stream_round(self) -> list[ToolCallRequest]:
+        messages = build_messages(self._config.system_prompt, self._host.events)
+        calls: list[ToolCallRequest] = []
+        stream = self._provider.stream(messages, tools=self._tools.definitions())
+        async with aclosing(stream) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    if not self._progress.text:
+                        elapsed = asyncio.get_running_loop().time() - self._started_at
+                        self._metrics.time_to_first_token.observe(elapsed)
+                    self._progress.text.append(event.text)
+                    self._metrics.tokens_streamed.inc()
+                    await self._host.send(
+                        ResponseDelta(response_id=self.response_id, text=event.text)
+                    )
+                elif isinstance(event, ToolCallRequest):
+                    calls.append(event)
+                else:
+                    self._on_finished(event)
+        return calls
+
+    def _on_finished(self, event: Finished) -> None:
+        self._progress.finish_reason = event.finish_reason
+        self._progress.usage = _add_usage(self._progress.usage, event.usage)
+        self._progress.model = event.model
+
+    async def _run_tools(self, calls: list[ToolCallRequest]) -> None:
+        announced = [await self._announce(call) for call in calls]
+        async with asyncio.TaskGroup() as group:
+            for event in announced:
+                group.create_task(self._run_tool(event), name=f"tool-{event.call_id}")
+
+    async def _announce(self, call: ToolCallRequest) -> ToolCallEvent:
+        arguments = _parse_arguments(call.arguments)
+        event = ToolCallEvent(
+            seq=self._host.next_seq(),
+            created_at=_now(),
+            response_id=self.response_id,
+            call_id=call.call_id,
+            name=call.name,
+            arguments=arguments if arguments is not None else {},
+            raw_arguments=None if arguments is not None else call.arguments,
+        )
+        self._progress.open_calls[event.call_id] = event
+        self._host.record(event)
+        await self._host.send(event)
+        return event
+
+    async def _run_tool(self, call: ToolCallEvent) -> None:
+        started = asyncio.get_running_loop().time()
+        result: JsonValue = None
+        error: str | None = None
+        try:
+            result = await self._call_tool(call)
+        except ToolError as e:
+            error = str(e)
+        elapsed = asyncio.get_running_loop().time() - started
+        # Unknown names come from the model: one label for all of them keeps the series bounded.
+        label = call.name if self._tools.get(call.name) else "unknown"
+        self._metrics.observe_tool(label, ok=error is None, seconds=elapsed)
+        await self._close_call(call, result=result, error=error)
+
+    async def _call_tool(self, call: ToolCallEvent) -> JsonValue:
+        """The tool's result; every failure the model should hear about is a `ToolError`."""
+        tool = self._tools.get(call.name)
+        if tool is None:
+            raise ToolError(
+                f"unknown tool {call.name!r}; available: {', '.join(self._tools.names)}"
+            )
+        if call.raw_arguments is not None:
+            raise ToolError("the arguments were not a JSON object")
+        try:
+            async with asyncio.timeout(self._config.tool_timeout_s):
+                return await tool.call(call.arguments, self._tool_context)
+        except TimeoutError as e:
+            raise ToolError(f"timed out after {self._config.tool_timeout_s:g} s") from e
+        except (ToolError, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            log.exception("tool %s crashed", call.name)
+            raise ToolError(f"the tool failed unexpectedly ({type(e).__name__})") from e
+
+    async def _close_call(
+        self, call: ToolCallEvent, *, result: JsonValue, error: str | None
+    ) -> None:
+        self._progress.open_calls.pop(call.call_id, None)
+        event = ToolResultEvent(
+            seq=self._host.next_seq(),
+            created_at=_now(),
+            response_id=self.response_id,
+            call_id=call.call_id,
+            name=call.name,
+            ok=error is None,
+            result=result,
+            error=error,
+        )
+        self._host.record(event)
+        await self._host.send(event)
+
+    async def _finish(self, status: ResponseStatus, error: ErrorInfo | None) -> None:
+        progress = self._progress
+        reason = "cancelled" if status is ResponseStatus.CANCELLED else "aborted"
+        for call in list(progress.open_calls.values()):
+            await self._close_call(call, result=None, error=reason)
+        if status is ResponseStatus.CANCELLED:
+            progress.finish_reason = "cancelled"
+        elif status is ResponseStatus.FAILED:
+            progress.finish_reason = "error"
+        text = "".join(progress.text)
+        message = AssistantMessageEvent(
+            seq=self._host.next_seq(),
+            created_at=_now(),
+            response_id=self.response_id,
+            status=status,
+            text=text,
+            finish_reason=progress.finish_reason,
+            usage=progress.usage,
+            model=progress.model,
+            error=error,
+        )
+        self._host.record(message)
+        self._metrics.responses.labels(status=status.value).inc()
+        await self._host.send(self._done_frame(message))
+
+    def _done_frame(self, message: AssistantMessageEvent) -> ResponseDone:
+        return ResponseDone(
+            seq=message.seq,
+            response_id=self.response_id,
+            status=message.status,
+            text=message.text,
+            finish_reason=message.finish_reason,
+            usage=message.usage,
+            error=message.error,
+            model=message.model,
+        )

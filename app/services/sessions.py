@@ -1,0 +1,90 @@
+"""Reading and deleting sessions for the REST API, scoped to their owner."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime, timedelta
+
+from app.database.base import SessionCursor, SessionRecord, Store
+from app.protocol import EventPage, SessionPage, SessionView
+from app.services.hub import SessionHub, parse_session_id, visible_to
+
+
+class SessionNotFound(Exception):
+    """No session with that id is visible to the caller."""
+
+
+class SessionActive(Exception):
+    """The session has a live connection and cannot be deleted now."""
+
+
+class InvalidCursor(Exception):
+    """A `before` cursor that this server did not hand out."""
+
+
+def encode_cursor(record: SessionRecord) -> str:
+    raw = f"{record.created_at.isoformat()}|{record.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> SessionCursor:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, session_id = raw.split("|", 1)
+        # Cursors we hand out are UTC; anything else (naive, out of range) was not made here.
+        created_at = datetime.fromisoformat(moment).astimezone(UTC)
+        if created_at.utcoffset() != timedelta(0) or moment != created_at.isoformat():
+            raise ValueError("not a cursor of this server")
+        return SessionCursor(created_at=created_at, id=session_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as e:
+        raise InvalidCursor(cursor) from e
+
+
+class SessionDirectory:
+    """The REST view of sessions: live status from the hub, the rest from the store."""
+
+    def __init__(self, store: Store, hub: SessionHub) -> None:
+        self._store = store
+        self._hub = hub
+
+    def view(self, record: SessionRecord) -> SessionView:
+        return SessionView(
+            id=record.id,
+            status="active" if self._hub.is_live(record.id) else "idle",
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            title=record.title,
+            summary=record.summary,
+            summary_status=record.summary_status,
+            event_count=record.event_count,
+            model=record.model,
+        )
+
+    async def list(self, *, limit: int, before: str | None, owner: str | None) -> SessionPage:
+        cursor = decode_cursor(before) if before else None
+        # One extra row tells whether another page exists.
+        records = await self._store.list_sessions(limit=limit + 1, before=cursor, owner=owner)
+        page = records[:limit]
+        next_cursor = encode_cursor(page[-1]) if len(records) > limit else None
+        return SessionPage(sessions=[self.view(record) for record in page], next=next_cursor)
+
+    async def get(self, raw_id: str, *, owner: str | None) -> SessionRecord:
+        session_id = parse_session_id(raw_id)
+        record = await self._store.get_session(session_id) if session_id else None
+        if record is None or not visible_to(record, owner):
+            raise SessionNotFound(raw_id)
+        return record
+
+    async def events(
+        self, raw_id: str, *, after_seq: int, limit: int, owner: str | None
+    ) -> EventPage:
+        record = await self.get(raw_id, owner=owner)
+        events = await self._store.list_events(record.id, after_seq=after_seq, limit=limit)
+        return EventPage(events=events)
+
+    async def delete(self, raw_id: str, *, owner: str | None) -> None:
+        record = await self.get(raw_id, owner=owner)
+        if self._hub.is_known(record.id):
+            raise SessionActive(record.id)
+        await self._store.delete_session(record.id)

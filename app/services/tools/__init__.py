@@ -1,0 +1,20 @@
+"""The tools the model may call. Adding a tool: write one typed async function in one module
+of this package and list it in `DEFAULT_TOOLS`."""
+
+from __future__ import annotations
+
+from app.services.tools.calculator import calculate
+from app.services.tools.clock import get_current_time
+from app.services.tools.profiles import DEMO_PROFILES, fetch_user_profile
+from app.services.tools.registry import ToolContext, ToolError, ToolFunction, ToolRegistry
+
+DEFAULT_TOOLS: list[ToolFunction] = [fetch_user_profile, get_current_time, calculate]
+
+__all__ = [
+    "DEFAULT_TOOLS",
+    "DEMO_PROFILES",
+    "ToolContext",
+    "ToolError",
+    "ToolFunction",
+    "ToolRegistry",
+]

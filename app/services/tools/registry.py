@@ -1,0 +1,127 @@
+"""Tools are plain typed async functions; this turns them into schemas and validated calls."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+
+from app.database.base import Store
+from app.services.llm.base import ToolDefinition
+
+
+class ToolError(Exception):
+    """A failure the model should see as the tool's result (bad input, unknown id, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool may use besides its arguments; tools ask for it by a `ToolContext` parameter."""
+
+    store: Store
+    session_id: str
+
+
+ToolFunction = Callable[..., Awaitable[Any]]
+_json_adapter: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
+
+
+class _StrictArguments(BaseModel):
+    # Models often send ids as numbers ("user_id": 123); accept them as the string they mean.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+def _docstring_parts(function: ToolFunction) -> tuple[str, dict[str, str]]:
+    """The summary and the `Args:` descriptions of a Google-style docstring."""
+    doc = inspect.getdoc(function) or ""
+    summary, _, rest = doc.partition("\nArgs:\n")
+    described = dict(re.findall(r"^\s+(\w+)(?: \([^)]*\))?: (.+)$", rest, flags=re.MULTILINE))
+    return " ".join(summary.split()), described
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """One registered tool: its function, its arguments model and its schema for the model."""
+
+    name: str
+    function: ToolFunction
+    arguments: type[BaseModel]
+    wants_context: bool
+    definition: ToolDefinition
+
+    @classmethod
+    def from_function(cls, function: ToolFunction) -> Tool:
+        hints = get_type_hints(function)
+        summary, described = _docstring_parts(function)
+        fields: dict[str, Any] = {}
+        wants_context = False
+        for name, parameter in inspect.signature(function).parameters.items():
+            if hints.get(name) is ToolContext:
+                wants_context = True
+                continue
+            default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+            fields[name] = (hints[name], _field(default, described.get(name)))
+        arguments = create_model(
+            f"{function.__name__}_arguments", __base__=_StrictArguments, **fields
+        )
+        schema: dict[str, JsonValue] = arguments.model_json_schema()
+        schema.pop("title", None)
+        definition: ToolDefinition = {
+            "type": "function",
+            "function": {"name": function.__name__, "description": summary, "parameters": schema},
+        }
+        return cls(function.__name__, function, arguments, wants_context, definition)
+
+    async def call(self, raw_arguments: Mapping[str, JsonValue], context: ToolContext) -> JsonValue:
+        """Validate the model's arguments, run the tool, and return a JSON result."""
+        try:
+            arguments = self.arguments.model_validate(raw_arguments)
+        except ValidationError as e:
+            raise ToolError(f"invalid arguments: {_short_errors(e)}") from e
+        values = {name: getattr(arguments, name) for name in type(arguments).model_fields}
+        if self.wants_context:
+            result = await self.function(context, **values)
+        else:
+            result = await self.function(**values)
+        return _json_adapter.validate_python(result)
+
+
+def _field(default: Any, description: str | None) -> Any:
+    return Field(default=default, description=description)
+
+
+def _short_errors(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+class ToolRegistry:
+    """The tools offered to the model, by name."""
+
+    def __init__(self, functions: Sequence[ToolFunction]) -> None:
+        self._tools = {tool.name: tool for tool in map(Tool.from_function, functions)}
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def definitions(self) -> list[ToolDefinition]:
+        return [tool.definition for tool in self._tools.values()]

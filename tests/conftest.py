@@ -1,0 +1,104 @@
+"""Fixtures: the fake Groq, a real server per test, and guards that make mistakes loud."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.services.tools import DEFAULT_TOOLS, ToolFunction
+from app.settings import Settings
+from tests.fakes.groq_server import FakeGroq, text_reply
+from tests.support.server import RunningServer
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+StartServer = Callable[..., RunningServer]
+
+
+def _is_local(address: Any) -> bool:
+    if isinstance(address, str):  # a Unix socket path
+        return True
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that tries to reach beyond this machine (a real Groq call, say)."""
+    real_connect = socket.socket.connect
+
+    def guarded_connect(self: socket.socket, address: Any) -> None:
+        if not _is_local(address):
+            raise AssertionError(f"test tried a real network call to {address!r}")
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
+BACKGROUND_SUMMARY_MODEL = "background-summary-model"
+BACKGROUND_SUMMARY = "A short summary."
+
+
+@pytest.fixture
+def fake_groq() -> Iterator[FakeGroq]:
+    """The fake Groq; summary requests of `BACKGROUND_SUMMARY_MODEL` always get a summary, so
+    tests about something else need not script the summary made when their client leaves."""
+    with FakeGroq() as fake:
+        fake.answer_model(BACKGROUND_SUMMARY_MODEL, text_reply(BACKGROUND_SUMMARY))
+        yield fake
+        fake.assert_complete()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, fake_groq: FakeGroq) -> Callable[..., Settings]:
+    """Settings for a test server: its own SQLite file, the fake Groq, fast timers."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": f"sqlite:///{tmp_path / 'app.db'}",
+            "groq_api_key": "test-key",
+            "groq_base_url": fake_groq.base_url,
+            "groq_model": "test-model",
+            "summary_model": BACKGROUND_SUMMARY_MODEL,
+            "llm_max_retries": 0,
+            "llm_timeout_s": 5.0,
+            "write_flush_ms": 5.0,
+            "shutdown_grace_s": 2.0,
+            "resume_wait_s": 5.0,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def start_server(make_settings: Callable[..., Settings]) -> Iterator[StartServer]:
+    """Start a real server; extra tools and setting overrides per call."""
+    started: list[RunningServer] = []
+
+    def start(*, tools: Sequence[ToolFunction] = (), **overrides: Any) -> RunningServer:
+        settings = make_settings(**overrides)
+        server = RunningServer(settings, tools=[*DEFAULT_TOOLS, *tools]).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server: StartServer) -> RunningServer:
+    return start_server()

@@ -1,0 +1,115 @@
+"""A model failure ends its response in one failed `response.done`; the session goes on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.conftest import StartServer
+from tests.fakes.groq_server import (
+    FakeGroq,
+    Reply,
+    cut_reply,
+    error_reply,
+    stall_reply,
+    stream_error_reply,
+    text_reply,
+)
+from tests.support.client import types_of
+
+
+async def test_without_a_key_the_server_runs_and_says_how_to_configure(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(groq_api_key=None)
+    async with server.connect() as client:
+        await client.ready()
+        frames = await client.ask("hello")
+    done = frames[-1]
+    assert types_of(frames) == ["user.message", "response.started", "response.done"]
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "llm_unavailable"
+    assert "GROQ_API_KEY" in done["error"]["message"]
+    assert fake_groq.requests == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "partial"),
+    [
+        (
+            error_reply(
+                429,
+                code="rate_limit_exceeded",
+                message="slow down",
+                retry_after="7",
+                retry_after_ms=None,
+            ),
+            "llm_rate_limited",
+            "",
+        ),
+        (
+            error_reply(500, code="internal_server_error", message="oops", type_="server_error"),
+            "llm_unavailable",
+            "",
+        ),
+        (
+            error_reply(503, code="service_unavailable", message="busy", type_="server_error"),
+            "llm_unavailable",
+            "",
+        ),
+        (error_reply(400, code="context_length_exceeded", message="too long"), "llm_error", ""),
+        (error_reply(404, code="model_not_found", message="no such model"), "llm_error", ""),
+        (error_reply(401, code="invalid_api_key", message="bad key"), "llm_unavailable", ""),
+        (stream_error_reply("par", "tial"), "llm_unavailable", "partial"),
+        (stream_error_reply("x", code="tool_use_failed", status_code=400), "llm_error", "x"),
+        (cut_reply("cut ", "here"), "llm_unavailable", "cut here"),
+    ],
+)
+async def test_upstream_failure_is_reported_in_response_done(
+    start_server: StartServer, fake_groq: FakeGroq, reply: Reply, code: str, partial: str
+) -> None:
+    server = start_server()
+    fake_groq.script(reply, text_reply("recovered"))
+    async with server.connect() as client:
+        await client.ready()
+        frames = await client.ask("hello")
+        again = await client.ask("again")
+    done = frames[-1]
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == code
+    assert done["finish_reason"] == "error"
+    assert done["text"] == partial
+    assert "".join(f["text"] for f in frames if f["type"] == "response.delta") == partial
+    assert not [f for f in frames if f["type"] == "error"]
+    assert again[-1]["status"] == "completed"
+    assert again[-1]["text"] == "recovered"
+
+
+async def test_rate_limit_message_carries_the_wait_groq_asked_for(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server()
+    fake_groq.script(
+        error_reply(
+            429, code="rate_limit_exceeded", message="slow", retry_after="7", retry_after_ms=None
+        )
+    )
+    async with server.connect() as client:
+        await client.ready()
+        done = (await client.ask("hello"))[-1]
+    assert "7" in done["error"]["message"]
+
+
+async def test_stalled_stream_fails_and_closes_the_upstream(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(llm_timeout_s=0.3)
+    fake_groq.script(stall_reply("wait"))
+    async with server.connect() as client:
+        await client.ready()
+        done = (await client.ask("hello"))[-1]
+    await asyncio.to_thread(fake_groq.wait_for_disconnect)
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "llm_unavailable"
+    assert done["text"] == "wait"
