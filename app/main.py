@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from app.logs import configure_logging
 from app.routers import health, page, sessions, ws
 from app.routers.page import STATIC_DIR
-from app.services.runtime import start_runtime, stop_runtime
+from app.services.runtime import drain_on_signals, start_runtime, stop_runtime
 from app.services.tools import DEFAULT_TOOLS, ToolFunction
 from app.settings import Settings, load_settings
 
@@ -21,14 +21,17 @@ def create_app(
 ) -> FastAPI:
     """Build the app; everything it runs on is created in its lifespan, not here."""
     settings = settings or load_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    configure_logging(
+        level=settings.log_level,
+        json_lines=settings.log_format == "json",
+        secrets=settings.secret_values(),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await start_runtime(settings, tools=tools)
         app.state.runtime = runtime
+        drain_on_signals(runtime)
         try:
             yield
         finally:

@@ -192,6 +192,17 @@ class ResponseDelta(_Frame):
     text: str
 
 
+class ResponseWaiting(_Frame):
+    """Optional addition to version 1: the response waits for the model (a local model answers
+    one call at a time) or has started after waiting. Clients may ignore it."""
+
+    type: Literal["response.status"] = "response.status"
+    response_id: str
+    state: Literal["queued", "started"]
+    ahead: int
+    message: str
+
+
 class ResponseDone(_Frame):
     type: Literal["response.done"] = "response.done"
     seq: int
@@ -221,6 +232,7 @@ ServerFrame = (
     | UserMessageEvent
     | ResponseStarted
     | ResponseDelta
+    | ResponseWaiting
     | ToolCallEvent
     | ToolResultEvent
     | ResponseDone

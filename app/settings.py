@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -10,6 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # Groq's Llama 3 models became enterprise-only on 2026-08-16; gpt-oss works with a new free key.
 DEFAULT_GROQ_MODEL = "openai/gpt-oss-120b"
 DEFAULT_SUMMARY_MODEL = "openai/gpt-oss-20b"
+DEFAULT_SQLITE_URL = "sqlite:///./data/app.db"
+_DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant in a realtime chat. Answer clearly and concisely. "
     "Use the tools you are given when they help; never invent tool results."
@@ -26,20 +30,42 @@ def _split_list(value: object) -> object:
 class Settings(BaseSettings):
     """Every setting of the server; each one is documented in `.env.example` and the README."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # An empty value (`GROQ_API_KEY=` in .env) means "not set", not "the empty string".
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
-    # Store
-    database_url: str = "sqlite:///./data/app.db"
+    # Store: DATABASE_URL wins; else SUPABASE_URL + SUPABASE_KEY; else the embedded SQLite.
+    database_url: str | None = None
+    supabase_url: str | None = None
+    supabase_key: SecretStr | None = None
+    database_pool_min: int = Field(default=1, ge=0)
+    database_pool_max: int = Field(default=10, ge=1)
+    # Off is needed behind a transaction-mode pooler (Supabase's port 6543 turns it off by itself).
+    database_statement_cache: bool = True
+    database_timeout_s: float = Field(default=10.0, gt=0)
 
-    # Model
+    # Model: `auto` is Groq when GROQ_API_KEY is set, else the local model (docs/models.md).
+    llm_provider: Literal["auto", "groq", "openai", "local"] = "auto"
     groq_api_key: SecretStr | None = None
     groq_base_url: str | None = None
     groq_model: str = DEFAULT_GROQ_MODEL
+    groq_fallback_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    local_model_path: str | None = None
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
     summary_model: str = DEFAULT_SUMMARY_MODEL
+    # Model that names sessions after their first exchange; unset = SUMMARY_MODEL.
+    title_model: str | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     llm_timeout_s: float = Field(default=30.0, gt=0)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_max_completion_tokens: int = Field(default=4096, ge=16)
+    # Context budget of a chat request; unset = the model's window minus the answer's room.
+    context_max_tokens: int | None = Field(default=None, ge=256)
+    # Window of the summary model; unset = its known window (summaries go in parts beyond it).
+    summary_window_tokens: int | None = Field(default=None, ge=256)
 
     # Conversation
     max_tool_rounds: int = Field(default=5, ge=1, le=50)
@@ -53,6 +79,8 @@ class Settings(BaseSettings):
     # Background work and writes
     write_flush_ms: float = Field(default=20.0, ge=0)
     write_batch_max: int = Field(default=500, ge=1)
+    # Events held while the store is unreachable; at the bound new messages are refused.
+    write_buffer_max: int = Field(default=10_000, ge=1)
     summary_concurrency: int = Field(default=2, ge=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
@@ -61,8 +89,12 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `json`: one JSON object a line with session_id and response_id; `text`: for humans.
+    log_format: Literal["json", "text"] = "json"
 
-    _split_origins = field_validator("allowed_origins", "api_keys", mode="before")(_split_list)
+    _split_origins = field_validator(
+        "allowed_origins", "api_keys", "groq_fallback_models", mode="before"
+    )(_split_list)
 
     @field_validator("groq_api_key", "groq_base_url", mode="before")
     @classmethod
@@ -70,12 +102,63 @@ class Settings(BaseSettings):
         # `GROQ_API_KEY=` in .env means "not set", not "an empty key".
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator(
+        "local_model_path", "openai_base_url", "openai_api_key", "openai_model", mode="before"
+    )
+    @classmethod
+    def _blank_model_setting_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("local_model_path")
+    @classmethod
+    def _local_model_is_a_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"no such file: {value} (give the path of a .gguf model file)")
+        return value
+
+    @model_validator(mode="after")
+    def _openai_needs_a_model(self) -> Settings:
+        if self.llm_provider == "openai" and self.openai_model is None:
+            raise ValueError(
+                "LLM_PROVIDER=openai needs OPENAI_MODEL (the model name your server serves)"
+            )
+        return self
+
+    @field_validator("database_url", "supabase_url", "supabase_key", mode="before")
+    @classmethod
+    def _blank_store_setting_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("database_url")
     @classmethod
-    def _known_database_scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("DATABASE_URL must look like sqlite:///path/to/app.db")
+    def _known_database_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_DATABASE_SCHEMES):
+            raise ValueError(
+                "DATABASE_URL must look like sqlite:///path/to/app.db or "
+                "postgresql://user:password@host:5432/dbname"
+            )
         return value
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _supabase_url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("SUPABASE_URL must look like https://<project-ref>.supabase.co")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _supabase_needs_both(self) -> Settings:
+        if self.database_url is None and (self.supabase_url is None) != (self.supabase_key is None):
+            raise ValueError(
+                "SUPABASE_URL and SUPABASE_KEY go together: set both (the key is the project's "
+                "service role / secret key), or neither"
+            )
+        if self.database_pool_min > self.database_pool_max:
+            raise ValueError("DATABASE_POOL_MIN must not exceed DATABASE_POOL_MAX")
+        return self
 
     @field_validator("api_keys")
     @classmethod
@@ -90,9 +173,21 @@ class Settings(BaseSettings):
             raise ValueError("AUTH_MODE=api_key needs at least one key in API_KEYS")
         return self
 
+    def store_kind(self) -> Literal["sqlite", "postgresql", "supabase"]:
+        """Which store the settings select (DATABASE_URL, else Supabase, else SQLite)."""
+        if self.database_url is not None:
+            return "sqlite" if self.database_url.startswith("sqlite:///") else "postgresql"
+        return "supabase" if self.supabase_url is not None else "sqlite"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, so that logging can redact them."""
+        secrets = [self.groq_api_key, self.openai_api_key, self.supabase_key, *self.api_keys]
+        return [secret.get_secret_value() for secret in secrets if secret is not None]
+
     def sqlite_path(self) -> str:
-        """The file behind `DATABASE_URL` (`:memory:` stays as it is)."""
-        return self.database_url.removeprefix("sqlite:///")
+        """The SQLite file in use (`:memory:` stays as it is); the default without DATABASE_URL."""
+        url = self.database_url or DEFAULT_SQLITE_URL
+        return url.removeprefix("sqlite:///")
 
 
 class SettingsError(Exception):

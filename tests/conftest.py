@@ -67,10 +67,13 @@ def make_settings(tmp_path: Path, fake_groq: FakeGroq) -> Callable[..., Settings
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": f"sqlite:///{tmp_path / 'app.db'}",
+            # Explicit, so a test never picks the local model by accident (`auto` might).
+            "llm_provider": "groq",
             "groq_api_key": "test-key",
             "groq_base_url": fake_groq.base_url,
             "groq_model": "test-model",
             "summary_model": BACKGROUND_SUMMARY_MODEL,
+            "title_model": BACKGROUND_SUMMARY_MODEL,
             "llm_max_retries": 0,
             "llm_timeout_s": 5.0,
             "write_flush_ms": 5.0,

@@ -36,6 +36,9 @@ class SessionRecord:
     summary_seq: int = 0
     # Equals the last seq: seqs are gapless from 1.
     event_count: int = 0
+    # The rolling summary that stands in for events 1..context_summary_seq in model requests.
+    context_summary: str | None = None
+    context_summary_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +111,18 @@ class Store(Protocol):
 
     async def set_title(self, session_id: str, title: str) -> None: ...
 
+    async def save_context_summary(self, session_id: str, *, summary: str, upto_seq: int) -> None:
+        """Store the rolling summary that replaces events `1..upto_seq` in model requests."""
+        ...
+
     async def sessions_with_summary_status(
         self, statuses: Sequence[SummaryStatus]
     ) -> list[str]: ...
+
+    async def sessions_with_unsummarized_events(self) -> list[str]:
+        """Sessions whose events go past their summary and that are not marked pending, running
+        or failed: what a killed process left behind while clients were connected."""
+        ...
 
     async def upsert_user_profiles(self, profiles: dict[str, dict[str, JsonValue]]) -> None: ...
 

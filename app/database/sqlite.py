@@ -13,44 +13,16 @@ import orjson
 from pydantic import JsonValue
 
 from app.database.base import EventRow, SessionCursor, SessionRecord, StoreError
+from app.database.migrations import pending, sqlite_statements
 from app.protocol import StoredEvent, SummaryStatus, stored_event_adapter
 
-SCHEMA_VERSION = 1
 _PING_TIMEOUT_S = 1.0
 _BUSY_TIMEOUT_S = 5.0
 
-_SCHEMA = """
-create table if not exists schema_version (version integer not null, applied_at text not null);
-create table if not exists sessions (
-    id text primary key,
-    owner text,
-    created_at text not null,
-    updated_at text not null,
-    model text not null,
-    title text,
-    summary text,
-    summary_status text not null default 'none',
-    summary_seq integer not null default 0,
-    event_count integer not null default 0
-);
-create index if not exists sessions_created_idx on sessions (created_at desc, id desc);
-create index if not exists sessions_owner_created_idx on sessions (owner, created_at desc, id desc);
-create table if not exists session_events (
-    session_id text not null references sessions (id) on delete cascade,
-    seq integer not null check (seq > 0),
-    type text not null,
-    message_id text,
-    created_at text not null,
-    data text not null,
-    primary key (session_id, seq),
-    unique (session_id, message_id)
-) without rowid;
-create table if not exists user_profiles (user_id text primary key, profile text not null);
-"""
 
 _SESSION_COLUMNS = (
     "id, owner, created_at, updated_at, model, title, summary, summary_status, summary_seq, "
-    "event_count"
+    "event_count, context_summary, context_summary_seq"
 )
 
 
@@ -61,6 +33,11 @@ def _to_text(moment: datetime) -> str:
 
 def _from_text(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _retryable(error: sqlite3.Error) -> bool:
+    """A locked or busy database may answer later; a broken constraint never will."""
+    return not isinstance(error, sqlite3.IntegrityError | sqlite3.ProgrammingError)
 
 
 def _session_from_row(row: sqlite3.Row) -> SessionRecord:
@@ -75,6 +52,8 @@ def _session_from_row(row: sqlite3.Row) -> SessionRecord:
         summary_status=SummaryStatus(row["summary_status"]),
         summary_seq=row["summary_seq"],
         event_count=row["event_count"],
+        context_summary=row["context_summary"],
+        context_summary_seq=row["context_summary_seq"],
     )
 
 
@@ -115,16 +94,30 @@ class SqliteStore:
         await self._db.execute("pragma journal_mode = wal")
         await self._db.execute("pragma synchronous = normal")
         await self._db.execute("pragma foreign_keys = on")
-        await self._db.executescript(_SCHEMA)
-        await self._record_schema_version()
+        await self._migrate()
 
-    async def _record_schema_version(self) -> None:
-        cursor = await self.db.execute("select max(version) from schema_version")
-        row = await cursor.fetchone()
-        if row is None or row[0] is None:
-            now = _to_text(datetime.now(UTC))
-            await self.db.execute("insert into schema_version values (?, ?)", (SCHEMA_VERSION, now))
+    async def _migrate(self) -> None:
+        """Bring the schema to the latest version in one transaction (rows are kept)."""
+        await self.db.execute(
+            "create table if not exists schema_version (version integer not null, "
+            "applied_at text not null)"
+        )
         await self.db.commit()
+        await self.db.execute("begin immediate")  # one process migrates; others wait, then see it
+        try:
+            cursor = await self.db.execute("select coalesce(max(version), 0) from schema_version")
+            row = await cursor.fetchone()
+            for step in pending("sqlite", int(row[0]) if row else 0):
+                for statement in sqlite_statements(step.sql):
+                    await self.db.execute(statement)
+                await self.db.execute(
+                    "insert into schema_version values (?, ?)",
+                    (step.version, _to_text(datetime.now(UTC))),
+                )
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
 
     async def close(self) -> None:
         if self._db is not None:
@@ -146,7 +139,7 @@ class SqliteStore:
 
     async def create_session(self, record: SessionRecord) -> None:
         await self._write(
-            f"insert into sessions ({_SESSION_COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"insert into sessions ({_SESSION_COLUMNS}) values ({', '.join('?' * 12)})",
             (
                 record.id,
                 record.owner,
@@ -158,6 +151,8 @@ class SqliteStore:
                 record.summary_status.value,
                 record.summary_seq,
                 record.event_count,
+                record.context_summary,
+                record.context_summary_seq,
             ),
         )
 
@@ -207,7 +202,7 @@ class SqliteStore:
                 await self.db.commit()
             except sqlite3.Error as e:
                 await self.db.rollback()
-                raise StoreError(f"cannot store events: {e}", retryable=True) from e
+                raise StoreError(f"cannot store events: {e}", retryable=_retryable(e)) from e
 
     async def _touch_sessions(self, rows: Sequence[EventRow]) -> None:
         latest: dict[str, tuple[int, str]] = {}
@@ -260,11 +255,24 @@ class SqliteStore:
     async def set_title(self, session_id: str, title: str) -> None:
         await self._write("update sessions set title = ? where id = ?", (title, session_id))
 
+    async def save_context_summary(self, session_id: str, *, summary: str, upto_seq: int) -> None:
+        await self._write(
+            "update sessions set context_summary = ?, context_summary_seq = ? where id = ?",
+            (summary, upto_seq, session_id),
+        )
+
     async def sessions_with_summary_status(self, statuses: Sequence[SummaryStatus]) -> list[str]:
         marks = ", ".join("?" for _ in statuses)
         cursor = await self.db.execute(
             f"select id from sessions where summary_status in ({marks}) order by updated_at",
             [status.value for status in statuses],
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+    async def sessions_with_unsummarized_events(self) -> list[str]:
+        cursor = await self.db.execute(
+            "select id from sessions where event_count > summary_seq "
+            "and summary_status in ('none', 'done') order by updated_at"
         )
         return [row[0] for row in await cursor.fetchall()]
 
@@ -297,5 +305,5 @@ class SqliteStore:
                 await self.db.commit()
             except sqlite3.Error as e:
                 await self.db.rollback()
-                raise StoreError(f"SQLite write failed: {e}", retryable=True) from e
+                raise StoreError(f"SQLite write failed: {e}", retryable=_retryable(e)) from e
         return cursor

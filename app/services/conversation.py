@@ -24,10 +24,12 @@ from app.protocol import (
     UserMessageEvent,
     UserMessageIn,
 )
+from app.services.context import ContextBudget, ContextTooSmall, RollingSummary
 from app.services.event_writer import EventWriter
-from app.services.llm.base import LLMProvider
+from app.services.llm.base import ChatMessage, LLMError, LLMProvider, ToolDefinition
 from app.services.metrics import Metrics
 from app.services.runner import ResponseConfig, ResponseRunner
+from app.services.summaries import Summarizer
 from app.services.supervisor import TaskSupervisor
 from app.services.tools import ToolContext, ToolRegistry
 
@@ -38,6 +40,10 @@ class FrameSink(Protocol):
     """Where a conversation's frames go; sending after the client left is a silent no-op."""
 
     async def send(self, frame: ServerFrame) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the connection from the server's side."""
+        ...
 
 
 class ConversationState(Enum):
@@ -55,6 +61,8 @@ class ConversationDeps:
     provider: LLMProvider
     tools: ToolRegistry
     response: ResponseConfig
+    context: ContextBudget
+    summarizer: Summarizer
     metrics: Metrics
     supervisor: TaskSupervisor
     max_message_chars: int
@@ -84,6 +92,8 @@ class Conversation:
         self._message_ids = {e.id: e for e in events if isinstance(e, UserMessageEvent)}
         self._runner: ResponseRunner | None = None
         self._response_task: asyncio.Task[None] | None = None
+        self._rolling = RollingSummary(record.context_summary, record.context_summary_seq)
+        self._title_requested = False
 
     # -- ResponseHost ------------------------------------------------------------------
 
@@ -98,6 +108,27 @@ class Conversation:
     @property
     def has_messages(self) -> bool:
         return bool(self._message_ids)
+
+    async def prompt(self, tools: Sequence[ToolDefinition], *, hard: bool) -> list[ChatMessage]:
+        try:
+            messages, rolling = await self._deps.context.fit(
+                self._events, self._rolling, tools, hard=hard
+            )
+        except ContextTooSmall as e:
+            raise LLMError(ErrorCode.LLM_ERROR, str(e)) from e
+        if rolling.upto_seq != self._rolling.upto_seq:
+            self._rolling = rolling
+            await self._save_rolling_summary()
+        return messages
+
+    async def _save_rolling_summary(self) -> None:
+        try:
+            await self._deps.store.save_context_summary(
+                self.session_id, summary=self._rolling.text or "", upto_seq=self._rolling.upto_seq
+            )
+        except StoreError as e:
+            # The summary is rebuilt from the events if it is lost; the response goes on.
+            log.warning("could not store the rolling summary of %s: %s", self.session_id, e)
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -144,6 +175,17 @@ class Conversation:
         if not frame.text.strip():
             await self.send_error(ErrorCode.INVALID_EVENT, "text must not be empty")
             return
+        if "\x00" in frame.text:
+            # PostgreSQL cannot store NUL in text; no store accepts what one store refuses.
+            await self.send_error(ErrorCode.INVALID_EVENT, "text must not contain NUL characters")
+            return
+        if self._deps.writer.full:
+            await self.send_error(
+                ErrorCode.INTERNAL_ERROR,
+                "storage is unavailable right now; retry in a moment",
+                retryable=True,
+            )
+            return
         limit = self._deps.max_message_chars
         if len(frame.text) > limit:
             await self.send_error(
@@ -189,8 +231,15 @@ class Conversation:
         )
         self._runner = runner
         self._response_task = deps.supervisor.spawn(
-            runner.run(), name=f"response-{runner.response_id}"
+            self._respond(runner), name=f"response-{runner.response_id}"
         )
+
+    async def _respond(self, runner: ResponseRunner) -> None:
+        await runner.run()
+        # After the first exchange the session gets a title, in the background.
+        if self.session_record.title is None and runner.completed and not self._title_requested:
+            self._title_requested = True
+            self._deps.summarizer.request_title(self.session_id, list(self._events))
 
     async def _on_cancel(self) -> None:
         if not self.responding or self._runner is None:
@@ -199,6 +248,15 @@ class Conversation:
         self._runner.cancel()
 
     # -- lifecycle -----------------------------------------------------------------------
+
+    async def close_connection(self, code: int, reason: str) -> None:
+        """Close the client's socket (at shutdown); the client may resume elsewhere."""
+        if self._sink is not None:
+            await self._sink.close(code, reason)
+
+    def cancel_response(self) -> None:
+        if self.responding and self._runner is not None:
+            self._runner.cancel()
 
     def detach(self) -> None:
         """The client is gone: keep running the response, send nothing more."""

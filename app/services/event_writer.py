@@ -31,18 +31,29 @@ class EventWriter:
     is retried with backoff, so nothing submitted is dropped while the store comes back.
     """
 
-    def __init__(self, store: Store, *, flush_interval_s: float, batch_max: int) -> None:
+    def __init__(
+        self, store: Store, *, flush_interval_s: float, batch_max: int, buffer_max: int
+    ) -> None:
         self._store = store
+        self._buffer_max = buffer_max
         self._flush_interval_s = flush_interval_s
         self._batch_max = batch_max
         self._queue: deque[_Pending] = deque()
         self._has_work = asyncio.Event()
         self._urgent = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight = 0
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        """Events not yet committed: waiting, and in the batch being written (or retried)."""
+        return len(self._queue) + self._in_flight
+
+    @property
+    def full(self) -> bool:
+        """The store has been unreachable long enough that the buffer reached its bound:
+        new messages must be refused (retryably) rather than accepted and maybe lost."""
+        return self.queue_depth >= self._buffer_max
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-writer")
@@ -94,6 +105,13 @@ class EventWriter:
     async def _write_batch(self) -> None:
         batch = self._take_batch()
         rows = [pending.row for pending in batch if pending.row is not None]
+        self._in_flight = len(rows)
+        try:
+            await self._write_rows(batch, rows)
+        finally:
+            self._in_flight = 0
+
+    async def _write_rows(self, batch: list[_Pending], rows: list[EventRow]) -> None:
         delay = _RETRY_FIRST_S
         while True:
             try:

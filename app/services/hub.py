@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 
 from app.database.base import SessionRecord
-from app.protocol import ErrorCode, SessionReady
+from app.protocol import CloseCode, ErrorCode, SessionReady
 from app.services.conversation import (
     Conversation,
     ConversationDeps,
@@ -54,6 +54,11 @@ class SessionHub:
         self._resume_wait_s = resume_wait_s
         self._live: dict[str, Conversation] = {}
         self._claimed: set[str] = set()
+        self._draining = False
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     def is_live(self, session_id: str) -> bool:
         conversation = self._live.get(session_id)
@@ -67,6 +72,10 @@ class SessionHub:
         self, session_id: str | None, *, after_seq: int, owner: str | None, sink: FrameSink
     ) -> tuple[Conversation, SessionReady]:
         """Attach a new connection: a fresh session, or a resumed one with its stored events."""
+        if self._draining:
+            raise ConnectRefused(
+                ErrorCode.INTERNAL_ERROR, "the server is shutting down; reconnect", retryable=True
+            )
         if session_id is None:
             return await self._start_new(owner, sink)
         return await self._resume(session_id, after_seq=after_seq, owner=owner, sink=sink)
@@ -151,5 +160,23 @@ class SessionHub:
             if self._live.get(conversation.session_id) is conversation:
                 del self._live[conversation.session_id]
             conversation.mark_closed()
-        if conversation.has_messages:
-            await self._summarizer.request(conversation.session_id)
+            # Even when shutdown cancels the teardown, the summary is marked pending, so the
+            # next start makes it.
+            if conversation.has_messages:
+                await self._summarizer.request(conversation.session_id)
+
+    async def drain(self, *, grace_s: float) -> None:
+        """Shutdown: refuse new connections, let responses finish within `grace_s`, cancel
+        the rest (they are stored as cancelled), flush, and close every socket with 1001."""
+        self._draining = True
+        conversations = list(self._live.values())
+        waits = [asyncio.ensure_future(c.wait_response()) for c in conversations]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=grace_s)
+            for conversation in conversations:
+                conversation.cancel_response()
+            if late:
+                await asyncio.wait(late)
+        await self._deps.writer.flush()
+        for conversation in conversations:
+            await conversation.close_connection(CloseCode.GOING_AWAY, "server shutting down")

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, assert_never
 
 import orjson
 from pydantic import JsonValue
 
+from app.logs import response_id_var
 from app.protocol import (
     AssistantMessageEvent,
     ErrorCode,
@@ -21,18 +22,23 @@ from app.protocol import (
     ResponseDone,
     ResponseStarted,
     ResponseStatus,
+    ResponseWaiting,
     ServerFrame,
     StoredEvent,
     ToolCallEvent,
     ToolResultEvent,
 )
-from app.services.history import build_messages
 from app.services.llm.base import (
+    CONTEXT_LENGTH_EXCEEDED,
+    ChatMessage,
     Finished,
     LLMError,
+    LLMEvent,
     LLMProvider,
+    ModelStatus,
     TextDelta,
     ToolCallRequest,
+    ToolDefinition,
 )
 from app.services.metrics import Metrics
 from app.services.tools import ToolContext, ToolError, ToolRegistry
@@ -49,6 +55,10 @@ class ResponseHost(Protocol):
     @property
     def events(self) -> Sequence[StoredEvent]: ...
 
+    async def prompt(self, tools: Sequence[ToolDefinition], *, hard: bool) -> list[ChatMessage]:
+        """The messages of the next model request, within the context budget."""
+        ...
+
     def next_seq(self) -> int: ...
 
     def record(self, event: StoredEvent) -> None:
@@ -62,13 +72,20 @@ class ResponseHost(Protocol):
 class ResponseConfig:
     """Settings a response runs with."""
 
-    system_prompt: str
     max_tool_rounds: int
     tool_timeout_s: float
 
 
 class ToolRoundsExceeded(Exception):
     """The model kept calling tools past `MAX_TOOL_ROUNDS`."""
+
+
+class _PromptTooLong(Exception):
+    """The upstream refused the request as longer than the model's window."""
+
+    def __init__(self, refusal: LLMError) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 @dataclass(slots=True)
@@ -136,6 +153,7 @@ class ResponseRunner:
         self._work: asyncio.Task[None] | None = None
         self._cancel_requested = False
         self._started_at = 0.0
+        self.completed = False
 
     def cancel(self) -> None:
         """Stop the response: no tool starts after this, running ones are cancelled."""
@@ -145,6 +163,7 @@ class ResponseRunner:
 
     async def run(self) -> None:
         """Run to the end; always records one assistant message and sends one `response.done`."""
+        response_id_var.set(self.response_id)
         self._started_at = asyncio.get_running_loop().time()
         await self._host.send(ResponseStarted(response_id=self.response_id))
         status, error = ResponseStatus.CANCELLED, None
@@ -192,25 +211,57 @@ class ResponseRunner:
             await self._run_tools(calls)
 
     async def _stream_round(self) -> list[ToolCallRequest]:
-        messages = build_messages(self._config.system_prompt, self._host.events)
+        tools = self._tools.definitions()
+        try:
+            return await self._stream_call(await self._host.prompt(tools, hard=False), tools)
+        except _PromptTooLong:
+            pass
+        # The upstream counted more than our estimate: fold harder and try once more.
+        try:
+            return await self._stream_call(await self._host.prompt(tools, hard=True), tools)
+        except _PromptTooLong as e:
+            raise e.refusal from e
+
+    async def _stream_call(
+        self, messages: list[ChatMessage], tools: list[ToolDefinition]
+    ) -> list[ToolCallRequest]:
         calls: list[ToolCallRequest] = []
-        stream = self._provider.stream(messages, tools=self._tools.definitions())
-        async with aclosing(stream) as events:
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    if not self._progress.text:
-                        elapsed = asyncio.get_running_loop().time() - self._started_at
-                        self._metrics.time_to_first_token.observe(elapsed)
-                    self._progress.text.append(event.text)
-                    self._metrics.tokens_streamed.inc()
-                    await self._host.send(
-                        ResponseDelta(response_id=self.response_id, text=event.text)
-                    )
-                elif isinstance(event, ToolCallRequest):
-                    calls.append(event)
-                else:
-                    self._on_finished(event)
+        received = 0
+        try:
+            stream = self._provider.stream(messages, tools=tools, on_status=self._on_status)
+            async with aclosing(stream) as events:
+                async for event in events:
+                    received += 1
+                    await self._on_event(event, calls)
+        except LLMError as e:
+            if e.upstream_code == CONTEXT_LENGTH_EXCEEDED and received == 0:
+                raise _PromptTooLong(e) from e
+            raise
         return calls
+
+    async def _on_status(self, status: ModelStatus) -> None:
+        frame = ResponseWaiting(
+            response_id=self.response_id,
+            state=status.state,
+            ahead=status.ahead,
+            message=status.message,
+        )
+        await self._host.send(frame)
+
+    async def _on_event(self, event: LLMEvent, calls: list[ToolCallRequest]) -> None:
+        if isinstance(event, TextDelta):
+            if not self._progress.text:
+                elapsed = asyncio.get_running_loop().time() - self._started_at
+                self._metrics.time_to_first_token.observe(elapsed)
+            self._progress.text.append(event.text)
+            self._metrics.tokens_streamed.inc()
+            await self._host.send(ResponseDelta(response_id=self.response_id, text=event.text))
+        elif isinstance(event, ToolCallRequest):
+            calls.append(event)
+        elif isinstance(event, Finished):
+            self._on_finished(event)
+        else:
+            assert_never(event)
 
     def _on_finished(self, event: Finished) -> None:
         self._progress.finish_reason = event.finish_reason
@@ -313,6 +364,7 @@ class ResponseRunner:
         )
         self._host.record(message)
         self._metrics.responses.labels(status=status.value).inc()
+        self.completed = status is ResponseStatus.COMPLETED
         await self._host.send(self._done_frame(message))
 
     def _done_frame(self, message: AssistantMessageEvent) -> ResponseDone:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from app.database.base import Store
 from app.database.factory import create_store
 from app.services.auth import Authenticator
+from app.services.context import ContextBudget, context_window_of
 from app.services.conversation import ConversationDeps
 from app.services.event_writer import EventWriter
 from app.services.hub import SessionHub
-from app.services.llm import create_provider
+from app.services.llm import create_provider, summary_model
 from app.services.llm.base import LLMProvider
 from app.services.metrics import Metrics
 from app.services.runner import ResponseConfig
@@ -49,17 +54,26 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
     metrics = Metrics()
     supervisor = TaskSupervisor()
     writer = EventWriter(
-        store, flush_interval_s=settings.write_flush_ms / 1000, batch_max=settings.write_batch_max
+        store,
+        flush_interval_s=settings.write_flush_ms / 1000,
+        batch_max=settings.write_batch_max,
+        buffer_max=settings.write_buffer_max,
     )
     writer.start()
     provider = create_provider(settings)
+    summaries_model = summary_model(settings, provider)
     summarizer = Summarizer(
         store=store,
         provider=provider,
         supervisor=supervisor,
         metrics=metrics,
-        model=settings.summary_model,
+        model=summaries_model,
+        title_model=settings.title_model or summaries_model,
+        window_tokens=settings.summary_window_tokens or context_window_of(summaries_model),
         concurrency=settings.summary_concurrency,
+    )
+    context_max_tokens = settings.context_max_tokens or (
+        context_window_of(provider.model) - settings.llm_max_completion_tokens
     )
     deps = ConversationDeps(
         store=store,
@@ -67,10 +81,14 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
         provider=provider,
         tools=ToolRegistry(tools),
         response=ResponseConfig(
-            system_prompt=settings.system_prompt,
-            max_tool_rounds=settings.max_tool_rounds,
-            tool_timeout_s=settings.tool_timeout_s,
+            max_tool_rounds=settings.max_tool_rounds, tool_timeout_s=settings.tool_timeout_s
         ),
+        context=ContextBudget(
+            max_tokens=context_max_tokens,
+            system_prompt=settings.system_prompt,
+            fold=summarizer.fold,
+        ),
+        summarizer=summarizer,
         metrics=metrics,
         supervisor=supervisor,
         max_message_chars=settings.max_message_chars,
@@ -91,6 +109,34 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
     resumed = await summarizer.resume_pending()
     log.info("ready: store=%s model=%s pending_summaries=%d", store.kind, provider.model, resumed)
     return runtime
+
+
+def drain_on_signals(runtime: Runtime) -> None:
+    """On SIGTERM/SIGINT, drain first (responses finish within SHUTDOWN_GRACE_S, events flushed,
+    sockets closed with 1001), then hand over to the server's own handler, which stops the
+    process. Only the main thread can own signals: elsewhere (tests) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(number)
+        if callable(previous):
+            loop.add_signal_handler(number, _on_signal, runtime, number, previous)
+
+
+def _on_signal(runtime: Runtime, number: int, previous: Callable[[int, Any], Any]) -> None:
+    if runtime.hub.draining:
+        previous(number, None)  # a second signal: stop now
+        return
+    log.info("signal %d: draining before shutdown", number)
+
+    async def drain_then_stop() -> None:
+        try:
+            await runtime.hub.drain(grace_s=runtime.settings.shutdown_grace_s)
+        finally:
+            previous(number, None)
+
+    runtime.supervisor.spawn(drain_then_stop(), name="drain")
 
 
 async def stop_runtime(runtime: Runtime) -> None:

@@ -1,10 +1,14 @@
-"""End-of-session summaries, written by the model in the background."""
+"""Summaries written by the model: end-of-session summaries, rolling context summaries, titles.
+
+Transcripts larger than the summary model's window are summarized in parts: each part is
+combined with the summary so far, so the result covers everything while every request fits.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from app.database.base import Store, StoreError
 from app.protocol import (
@@ -16,21 +20,35 @@ from app.protocol import (
     ToolResultEvent,
     UserMessageEvent,
 )
+from app.services.context import estimate_tokens
 from app.services.llm.base import ChatMessage, LLMError, LLMProvider, complete_text
 from app.services.metrics import Metrics
 from app.services.supervisor import TaskSupervisor
 
 log = logging.getLogger(__name__)
 
-SUMMARY_INSTRUCTIONS = (
+SESSION_SUMMARY_INSTRUCTIONS = (
     "You summarize chat sessions between a user and an assistant. Write a short factual summary "
     "(at most five sentences) of what the user wanted, what was found or done (including tool "
     "results that mattered) and what is still open. Write only the summary."
 )
+ROLLING_SUMMARY_INSTRUCTIONS = (
+    "You condense the earlier part of a conversation so that the assistant can continue it. "
+    "Keep every fact, name, number, decision and open question the assistant may need; drop "
+    "pleasantries. At most 200 words. Write only the condensed notes."
+)
+TITLE_INSTRUCTIONS = (
+    "Write a title of at most six words for the conversation below. No quotes, no final period. "
+    "Write only the title."
+)
+# Room kept in the summary model's window for its instructions and its answer.
+_ANSWER_ROOM_TOKENS = 600
+_LINE_LIMIT_SHARE = 0.5
+MAX_TITLE_CHARS = 80
 
 
 def transcript_line(event: StoredEvent) -> str | None:
-    """One readable line per event, for the summary prompt."""
+    """One readable line per event, for summary prompts."""
     if isinstance(event, UserMessageEvent):
         return f"User: {event.text}"
     if isinstance(event, AssistantMessageEvent):
@@ -43,22 +61,64 @@ def transcript_line(event: StoredEvent) -> str | None:
     return None
 
 
-def summary_prompt(previous: str | None, events: Sequence[StoredEvent]) -> list[ChatMessage]:
-    """Messages asking for a summary; a previous summary is extended, not redone."""
-    lines = [line for line in map(transcript_line, events) if line]
+def _prompt(instructions: str, previous: str | None, lines: Sequence[str]) -> list[ChatMessage]:
     transcript = "\n".join(lines)
     if previous:
         content = f"Summary so far:\n{previous}\n\nWhat happened since:\n{transcript}"
     else:
         content = f"Transcript:\n{transcript}"
-    return [
-        {"role": "system", "content": SUMMARY_INSTRUCTIONS},
-        {"role": "user", "content": content},
-    ]
+    return [{"role": "system", "content": instructions}, {"role": "user", "content": content}]
+
+
+def _clip(line: str, max_tokens: int) -> str:
+    """A single line longer than the window is cut (a huge tool result, say)."""
+    if estimate_tokens(line) <= max_tokens:
+        return line
+    return line[: max_tokens * 3 - 40] + " [... cut ...]"
+
+
+def _parts(lines: Sequence[str], budget_tokens: int) -> Iterator[list[str]]:
+    part: list[str] = []
+    used = 0
+    for line in lines:
+        cost = estimate_tokens(line) + 1
+        if part and used + cost > budget_tokens:
+            yield part
+            part, used = [], 0
+        part.append(line)
+        used += cost
+    if part:
+        yield part
+
+
+async def summarize_in_parts(
+    provider: LLMProvider,
+    *,
+    model: str,
+    instructions: str,
+    previous: str | None,
+    events: Sequence[StoredEvent],
+    window_tokens: int,
+) -> str:
+    """Summarize `events` on top of `previous`, in as many requests as the window needs."""
+    answer_room = min(_ANSWER_ROOM_TOKENS, window_tokens // 4)
+    room = max(window_tokens - answer_room - estimate_tokens(instructions), 64)
+    lines = [_clip(line, int(room * _LINE_LIMIT_SHARE)) for line in _lines(events)]
+    summary = previous
+    for part in _parts(lines, room - estimate_tokens(summary or "")):
+        text = await complete_text(provider, _prompt(instructions, summary, part), model=model)
+        if not text.strip():
+            raise LLMError(ErrorCode.LLM_ERROR, "the model returned an empty summary")
+        summary = text.strip()
+    return summary or ""
+
+
+def _lines(events: Sequence[StoredEvent]) -> list[str]:
+    return [line for line in map(transcript_line, events) if line]
 
 
 class Summarizer:
-    """Marks sessions pending and summarizes them, a few at a time, as owned background tasks."""
+    """End-of-session summaries and titles, as owned background tasks, a few at a time."""
 
     def __init__(
         self,
@@ -68,14 +128,29 @@ class Summarizer:
         supervisor: TaskSupervisor,
         metrics: Metrics,
         model: str,
+        title_model: str,
+        window_tokens: int,
         concurrency: int,
     ) -> None:
+        self._title_model = title_model
         self._store = store
         self._provider = provider
         self._supervisor = supervisor
         self._metrics = metrics
         self._model = model
+        self._window_tokens = window_tokens
         self._slots = asyncio.Semaphore(concurrency)
+
+    async def fold(self, previous: str | None, events: Sequence[StoredEvent]) -> str:
+        """The rolling context summary: `previous` extended with `events`."""
+        return await summarize_in_parts(
+            self._provider,
+            model=self._model,
+            instructions=ROLLING_SUMMARY_INSTRUCTIONS,
+            previous=previous,
+            events=events,
+            window_tokens=self._window_tokens,
+        )
 
     async def request(self, session_id: str) -> None:
         """Mark the session pending (durably) and summarize it in the background."""
@@ -83,12 +158,20 @@ class Summarizer:
         self._spawn(session_id)
 
     async def resume_pending(self) -> int:
-        """Summaries left pending or running by a stopped process are made now."""
+        """At start: summaries left pending or running by a stopped process, and sessions a
+        killed process left with unsummarized events, are made now."""
         statuses = [SummaryStatus.PENDING, SummaryStatus.RUNNING]
         session_ids = await self._store.sessions_with_summary_status(statuses)
+        for session_id in await self._store.sessions_with_unsummarized_events():
+            await self._store.set_summary_status(session_id, SummaryStatus.PENDING)
+            session_ids.append(session_id)
         for session_id in session_ids:
             self._spawn(session_id)
         return len(session_ids)
+
+    def request_title(self, session_id: str, events: Sequence[StoredEvent]) -> None:
+        """Name the session from its first exchange, in the background."""
+        self._supervisor.spawn(self._write_title(session_id, events), name=f"title-{session_id}")
 
     def _spawn(self, session_id: str) -> None:
         self._supervisor.spawn(self._summarize(session_id), name=f"summary-{session_id}")
@@ -115,10 +198,14 @@ class Summarizer:
                 session_id, summary=record.summary, summary_seq=record.summary_seq
             )
             return "unchanged"
-        messages = summary_prompt(record.summary, events)
-        summary = (await complete_text(self._provider, messages, model=self._model)).strip()
-        if not summary:
-            raise LLMError(ErrorCode.LLM_ERROR, "the model returned an empty summary")
+        summary = await summarize_in_parts(
+            self._provider,
+            model=self._model,
+            instructions=SESSION_SUMMARY_INSTRUCTIONS,
+            previous=record.summary,
+            events=events,
+            window_tokens=self._window_tokens,
+        )
         last_seq = events[-1].seq if events else record.summary_seq
         await self._store.save_summary(session_id, summary=summary, summary_seq=last_seq)
         return "done"
@@ -128,3 +215,23 @@ class Summarizer:
             await self._store.set_summary_status(session_id, SummaryStatus.FAILED)
         except StoreError as e:
             log.error("could not mark the summary of %s failed: %s", session_id, e)
+
+    async def _write_title(self, session_id: str, events: Sequence[StoredEvent]) -> None:
+        async with self._slots:
+            try:
+                title = await summarize_in_parts(
+                    self._provider,
+                    model=self._title_model,
+                    instructions=TITLE_INSTRUCTIONS,
+                    previous=None,
+                    events=events,
+                    window_tokens=self._window_tokens,
+                )
+                await self._store.set_title(session_id, _clean_title(title))
+            except (LLMError, StoreError) as e:
+                log.warning("title of %s failed: %s", session_id, e)
+
+
+def _clean_title(text: str) -> str:
+    first_line = text.strip().splitlines()[0] if text.strip() else "Conversation"
+    return first_line.strip(" \"'*#.")[:MAX_TITLE_CHARS] or "Conversation"

@@ -1,11 +1,16 @@
-'use strict';
 /*
  * Browser page of the realtime conversation server (PROTOCOL.md, version 1).
  *
  * One WebSocket at /ws carries the conversation; /api/sessions lists past sessions.
  * Everything that comes from the user or the model goes into the page as text
- * (Text nodes, textContent, attribute values), never as HTML.
+ * (Text nodes, textContent, attribute values), never as HTML; answers are Markdown rendered
+ * into DOM nodes by markdown.js.
  */
+
+import {
+  byTestId, h, newClientId, parseTime, prettyJson, shortId, timeElement,
+} from './dom.js';
+import { MarkdownStream } from './markdown.js';
 
 // ------------------------------------------------------------------ settings
 
@@ -16,8 +21,11 @@ const PONG_TIMEOUT_MS = 15000;
 const RECONNECT_BASE_MS = 500;
 const RECONNECT_MAX_MS = 15000;
 const SESSION_LIST_LIMIT = 20;
-const SUMMARY_POLL_MS = 5000;
-const SUMMARY_POLL_MAX = 24;
+// Summaries usually take a second or two: look soon, then less and less often.
+const SUMMARY_POLL_FIRST_MS = 500;
+const SUMMARY_POLL_MAX_MS = 5000;
+const SUMMARY_POLL_MAX = 40;
+const TOKEN_STORAGE_KEY = 'realtime-chat-token';
 const INPUT_MAX_HEIGHT_PX = 200;
 
 // Why the server refused us; reconnecting after these would only be refused again.
@@ -48,7 +56,25 @@ const ERROR_WORDS = {
   forbidden: 'Not allowed.',
 };
 
-const authToken = new URLSearchParams(window.location.search).get('token');
+// The access token when the server's auth is on: from `?token=`, or entered in the token field
+// (kept for this tab only, so a reload does not ask again).
+let authToken = new URLSearchParams(window.location.search).get('token') || storedToken();
+
+function storedToken() {
+  try {
+    return window.sessionStorage.getItem(TOKEN_STORAGE_KEY);
+  } catch (err) {
+    return null; // storage disabled: the token lasts until the page is left
+  }
+}
+
+function storeToken(token) {
+  try {
+    window.sessionStorage.setItem(TOKEN_STORAGE_KEY, token);
+  } catch (err) {
+    // storage disabled: see storedToken
+  }
+}
 
 // ------------------------------------------------------------------ state
 
@@ -63,6 +89,7 @@ const state = {
   awaitingResponse: false, // acknowledged a message, its response.started not yet here
   active: null, // {id, el, text, cancelling}: the response streaming now
   toolCards: new Map(), // call_id -> <details> card
+  toolStartedAt: new Map(), // call_id -> ms since the epoch, for the card's duration
   reconnectAttempt: 0,
   reconnectTimer: 0,
   pingTimer: 0,
@@ -70,83 +97,29 @@ const state = {
   sessions: [],
   sessionsTicket: 0,
   summaryPolls: 0,
+  leftSessionId: null, // the session just left: its summary is worth waiting for
   summaryTimer: 0,
 };
 
 const ui = {};
 
-// ------------------------------------------------------------------ DOM helpers
+// ------------------------------------------------------------------ transcript scrolling
 
-/** Builds an element; string children become Text nodes, so they are never parsed as HTML. */
-function h(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (key === 'class') node.className = value;
-    else if (key === 'testid') node.dataset.testid = value;
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? '' : String(value));
-  }
-  node.append(...children.filter((child) => child !== null && child !== undefined));
-  return node;
+/** True when the transcript is scrolled to (near) its end. */
+function isPinned() {
+  const box = ui.transcript;
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 48;
 }
 
-const byTestId = (id) => document.querySelector(`[data-testid="${id}"]`);
+function scrollToEnd() {
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
 
 /** Runs a change to the transcript and keeps it scrolled to the end if it was there before. */
 function withAutoScroll(render, force = false) {
-  const box = ui.transcript;
-  const pinned = force || box.scrollHeight - box.scrollTop - box.clientHeight < 48;
+  const pinned = force || isPinned();
   render();
-  if (pinned) box.scrollTop = box.scrollHeight;
-}
-
-function parseTime(value) {
-  if (value === null || value === undefined) return null;
-  // Epoch numbers are accepted too: seconds when small, milliseconds otherwise.
-  const date = typeof value === 'number' ? new Date(value < 1e12 ? value * 1000 : value) : new Date(value);
-  return Number.isNaN(date.getTime()) ? null : date;
-}
-
-const RELATIVE_UNITS = [
-  ['year', 31536000], ['month', 2592000], ['week', 604800],
-  ['day', 86400], ['hour', 3600], ['minute', 60],
-];
-const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
-
-function relativeTime(date) {
-  const seconds = (date.getTime() - Date.now()) / 1000;
-  for (const [unit, size] of RELATIVE_UNITS) {
-    if (Math.abs(seconds) >= size) return relativeFormat.format(Math.round(seconds / size), unit);
-  }
-  return 'just now';
-}
-
-function timeElement(date) {
-  return h('time', { datetime: date.toISOString(), title: date.toLocaleString() }, relativeTime(date));
-}
-
-function prettyJson(value) {
-  if (value === undefined) return 'not available';
-  try {
-    return JSON.stringify(value, null, 2);
-  } catch (err) {
-    return String(value);
-  }
-}
-
-function shortId(id) {
-  return String(id).slice(0, 8);
-}
-
-/** A client message id; randomUUID needs a secure context, getRandomValues does not. */
-function newClientId() {
-  if (window.crypto && typeof window.crypto.randomUUID === 'function') return window.crypto.randomUUID();
-  const bytes = window.crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
-  bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  if (pinned) scrollToEnd();
 }
 
 // ------------------------------------------------------------------ status, controls, banner
@@ -237,6 +210,7 @@ function onSocketLost(code, opened) {
   if (code in CLOSE_REASONS || (code >= 4400 && code <= 4499)) {
     const reason = CLOSE_REASONS[code] || `The server refused the connection (code ${code}).`;
     if (!state.socketErrorShown) showError(reason);
+    if (code === 4401) askForToken();
     // The session is gone: the next Connect starts a new one instead of failing again.
     if (code === 4404) {
       state.sessionId = null;
@@ -271,6 +245,7 @@ function reconnectNow() {
 
 /** Closes the socket on the user's behalf: no reconnect follows. */
 function closeSocketByUser() {
+  if (state.sessionId) state.leftSessionId = state.sessionId;
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = 0;
   stopPing();
@@ -365,6 +340,7 @@ function onSessionReady(frame) {
   // Asked to resume one session, got another: what is on screen belongs to the old one.
   if (state.sessionId && frame.session_id !== state.sessionId) clearTranscript();
   state.sessionId = frame.session_id;
+  if (state.leftSessionId === state.sessionId) state.leftSessionId = null;
   state.model = frame.model || state.model;
   state.reconnectAttempt = 0;
   state.awaitingResponse = false;
@@ -413,7 +389,9 @@ function onResponseStarted(frame) {
 
 function onResponseDelta(frame) {
   const bubble = activeBubbleFor(frame.response_id);
-  withAutoScroll(() => bubble.text.appendData(frame.text));
+  // Rendered at the next animation frame, however many deltas arrive before it.
+  const pinned = isPinned();
+  bubble.view.append(frame.text, () => { if (pinned) scrollToEnd(); });
 }
 
 function onResponseDone(frame) {
@@ -422,6 +400,7 @@ function onResponseDone(frame) {
   withAutoScroll(() => finishAssistantBubble(activeBubbleFor(frame.response_id), frame));
   state.active = null;
   updateControls();
+  refreshSessions(); // the list shows this session's new title and event count
 }
 
 /** The bubble of the streaming response; a response whose start we missed still gets one. */
@@ -543,7 +522,7 @@ function setSentDetails(bubble, seq, createdAt) {
 }
 
 function createAssistantBubble(responseId) {
-  const text = document.createTextNode('');
+  const body = h('div', { class: 'msg-text markdown' });
   const el = h('article', {
     class: 'msg assistant streaming',
     testid: 'assistant-message',
@@ -551,15 +530,15 @@ function createAssistantBubble(responseId) {
     'data-state': 'streaming',
     'aria-label': 'Assistant',
     'aria-busy': 'true',
-  }, h('div', { class: 'msg-text' }, text));
+  }, body);
   withAutoScroll(() => ui.transcript.append(el));
-  return { id: responseId, el, text, cancelling: false };
+  return { id: responseId, el, view: new MarkdownStream(body), cancelling: false };
 }
 
 /** Final text and status of an answer, live (response.done) or stored (assistant.message). */
 function finishAssistantBubble(bubble, { status, text, error }) {
   // The done text is the whole answer, so it wins over what the deltas built.
-  if (typeof text === 'string' && bubble.text.data !== text) bubble.text.data = text;
+  bubble.view.finish(text);
   bubble.el.classList.remove('streaming');
   bubble.el.dataset.state = status || 'completed';
   bubble.el.setAttribute('aria-busy', 'false');
@@ -578,6 +557,8 @@ function answerNote(status, error, text) {
 function addToolCard(call) {
   const card = buildToolCard(call);
   state.toolCards.set(call.call_id, card);
+  // Stored events carry their time; a live tool.call is timed from its arrival.
+  state.toolStartedAt.set(call.call_id, eventTime(call));
   // Above the streaming answer, as in a replay, where tool events precede the stored answer.
   const anchor = state.active && state.active.id === call.response_id ? state.active.el : null;
   withAutoScroll(() => ui.transcript.insertBefore(card, anchor));
@@ -605,12 +586,17 @@ function buildToolCard(call) {
 }
 
 function fillToolCard(result) {
-  // A result whose call this page never saw still gets a card.
-  const card = state.toolCards.get(result.call_id) || addToolCard(result);
+  // A result whose call this page never saw still gets a card, without a duration.
+  let card = state.toolCards.get(result.call_id);
+  if (!card) {
+    card = addToolCard(result);
+    state.toolStartedAt.delete(result.call_id);
+  }
   const failed = !result.ok;
   card.dataset.state = failed ? 'failed' : 'ok';
   const label = result.error === 'cancelled' ? 'cancelled' : 'failed';
-  card.querySelector('.tool-state').textContent = failed ? label : 'done';
+  const duration = toolDuration(result);
+  card.querySelector('.tool-state').textContent = `${failed ? label : 'done'}${duration}`;
   const body = failed
     ? String(result.error || 'the tool failed')
     : (typeof result.result === 'string' ? result.result : prettyJson(result.result));
@@ -619,9 +605,23 @@ function fillToolCard(result) {
     h('pre', { class: failed ? 'tool-error' : 'tool-result' }, body));
 }
 
+function eventTime(frame) {
+  const date = parseTime(frame.created_at);
+  return date ? date.getTime() : Date.now();
+}
+
+/** " · 1.2 s" from the tool's call to its result, or "" when the start is unknown. */
+function toolDuration(result) {
+  const started = state.toolStartedAt.get(result.call_id);
+  if (started === undefined) return '';
+  const ms = Math.max(0, eventTime(result) - started);
+  return ms < 1000 ? ` · ${Math.round(ms)} ms` : ` · ${(ms / 1000).toFixed(1)} s`;
+}
+
 /** Empties the transcript but keeps messages still waiting to be sent. */
 function clearTranscript() {
   state.toolCards.clear();
+  state.toolStartedAt.clear();
   state.active = null;
   state.lastSeq = 0;
   ui.transcript.replaceChildren(...Array.from(state.pending.values(), (message) => message.el));
@@ -643,9 +643,16 @@ async function refreshSessions({ fromPoll = false } = {}) {
   try {
     const headers = authToken ? { Authorization: `Bearer ${authToken}` } : {};
     const response = await fetch(`/api/sessions?limit=${SESSION_LIST_LIMIT}`, { headers, cache: 'no-store' });
+    if (ticket !== state.sessionsTicket) return; // a newer refresh is under way
+    // The server's auth is on: this is how the page learns that it needs a token.
+    if (response.status === 401) {
+      askForToken();
+      return;
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
-    if (ticket !== state.sessionsTicket) return; // a newer refresh is under way
+    if (ticket !== state.sessionsTicket) return;
+    ui.tokenForm.hidden = true;
     renderSessions(Array.isArray(body.sessions) ? body.sessions : []);
   } catch (err) {
     if (ticket === state.sessionsTicket) ui.sessionsNote.textContent = 'Past sessions could not be loaded.';
@@ -665,12 +672,45 @@ function isSummarizing(session) {
   return session.summary_status === 'pending' || session.summary_status === 'running';
 }
 
+/** A summary is on its way: being made, or the session was just left and is still closing. */
+function awaitsSummary(session) {
+  const closing = session.id === state.leftSessionId && session.status === 'active';
+  return isSummarizing(session) || closing;
+}
+
 /** Summaries appear a little after a session is left; look again while any is being made. */
 function scheduleSummaryPoll(sessions) {
   clearTimeout(state.summaryTimer);
-  if (!sessions.some(isSummarizing) || state.summaryPolls >= SUMMARY_POLL_MAX) return;
+  if (!sessions.some(awaitsSummary) || state.summaryPolls >= SUMMARY_POLL_MAX) return;
+  const delay = Math.min(SUMMARY_POLL_MAX_MS, SUMMARY_POLL_FIRST_MS * 1.5 ** state.summaryPolls);
   state.summaryPolls += 1;
-  state.summaryTimer = setTimeout(() => refreshSessions({ fromPoll: true }), SUMMARY_POLL_MS);
+  state.summaryTimer = setTimeout(() => refreshSessions({ fromPoll: true }), delay);
+}
+
+// ------------------------------------------------------------------ access token
+
+/** Shows the token field; says so when the token in use was refused. */
+function askForToken() {
+  const refused = Boolean(authToken);
+  ui.tokenForm.hidden = false;
+  ui.sessionsNote.textContent = 'This server needs an access token. Enter it above.';
+  ui.sessionList.replaceChildren();
+  if (refused) showError('That access token was not accepted. Check it and enter it again.', 'unauthorized');
+  if (document.activeElement === document.body) ui.tokenInput.focus();
+}
+
+function onTokenSubmit(event) {
+  event.preventDefault();
+  const token = ui.tokenInput.value.trim();
+  if (!token) {
+    showError('Enter an access token first.');
+    return;
+  }
+  authToken = token;
+  storeToken(token);
+  ui.tokenInput.value = '';
+  hideError();
+  refreshSessions();
 }
 
 function sessionTitle(session) {
@@ -776,6 +816,8 @@ function init() {
     send: byTestId('send'),
     cancel: byTestId('cancel'),
     error: byTestId('error'),
+    tokenForm: byTestId('token-form'),
+    tokenInput: byTestId('token-input'),
   });
   Object.assign(ui, {
     statusState: ui.status.querySelector('.status-state'),
@@ -794,6 +836,7 @@ function init() {
   ui.cancel.addEventListener('click', cancelResponse);
   ui.error.querySelector('.error-dismiss').addEventListener('click', hideError);
   ui.sidebarToggle.addEventListener('click', toggleSidebar);
+  ui.tokenForm.addEventListener('submit', onTokenSubmit);
   ui.input.addEventListener('keydown', onInputKeydown);
   ui.input.addEventListener('input', resizeInput);
   document.querySelector('.composer').addEventListener('submit', (event) => {

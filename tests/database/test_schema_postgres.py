@@ -5,17 +5,12 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import orjson
 import pytest
 
-from tests.conftest import IN_CI
-
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-SCHEMA_SQL = Path(__file__).resolve().parents[2] / "schema.sql"
-UNREACHABLE = "PostgreSQL not reachable at 127.0.0.1:5432"
+from tests.database.conftest import SCHEMA_SQL, connect_admin, dsn_of
 
 EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
     "schema_version": {"version": "integer", "applied_at": "timestamp with time zone"},
@@ -30,6 +25,8 @@ EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
         "summary_status": "text",
         "summary_seq": "integer",
         "event_count": "integer",
+        "context_summary": "text",
+        "context_summary_seq": "integer",
     },
     "session_events": {
         "session_id": "uuid",
@@ -43,16 +40,6 @@ EXPECTED_COLUMNS: dict[str, dict[str, str]] = {
 }
 
 
-async def connect_admin() -> asyncpg.Connection:
-    """The maintenance connection; skipped locally, failed in CI, when there is no server."""
-    try:
-        return await asyncpg.connect(ADMIN_DSN, timeout=5)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        if IN_CI:
-            pytest.fail(f"{UNREACHABLE} (CI must run the PostgreSQL tests): {e!r}")
-        pytest.skip(UNREACHABLE)
-
-
 @pytest.fixture
 async def empty_database() -> AsyncIterator[asyncpg.Connection]:
     """A connection to a freshly created, empty database, dropped afterwards."""
@@ -61,7 +48,7 @@ async def empty_database() -> AsyncIterator[asyncpg.Connection]:
     try:
         await admin.execute(f'create database "{name}"')
         try:
-            conn = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}", timeout=5)
+            conn = await asyncpg.connect(dsn_of(name), timeout=5)
             try:
                 yield conn
             finally:
@@ -99,7 +86,7 @@ async def test_schema_applies_to_an_empty_database_twice(
         assert table in tables, f"missing table {table}"
         assert expected.items() <= tables[table].items(), (table, tables[table])
     versions = [row["version"] for row in await conn.fetch("select version from schema_version")]
-    assert versions == [1]
+    assert versions == [1, 2]
 
 
 async def test_schema_keys_and_checks_hold(empty_database: asyncpg.Connection) -> None:

@@ -366,7 +366,7 @@ async def test_schema_is_made_on_open_and_a_reopen_keeps_the_rows(db_path: str) 
     finally:
         db.close()
     assert {"sessions", "session_events", "user_profiles", "schema_version"} <= tables
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
 
 
 async def test_ping_answers_on_an_open_store(store: SqliteStore) -> None:

@@ -451,6 +451,7 @@ class _Ledger:
         self._replies: deque[Reply] = deque()
         self._standing: dict[str, Reply] = {}
         self._requests: list[RecordedRequest] = []
+        self._background: list[RecordedRequest] = []
         self._unscripted = 0
         self._disconnects = 0
         self._connections = 0
@@ -469,14 +470,17 @@ class _Ledger:
     def take_reply(self, request: RecordedRequest) -> Reply:
         """Record ``request`` and pick its reply (the next scripted one, or a loud error)."""
         with self._changed:
-            self._requests.append(request)
             self._changed.notify_all()
+            # Requests answered by a standing reply are background work (titles, summaries):
+            # they are kept apart so that `requests` holds only the scripted conversation.
+            standing = self._standing.get(str(request.body.get("model")))
+            if standing is not None:
+                self._background.append(request)
+                return standing
+            self._requests.append(request)
             if request.method != "POST" or request.path.split("?")[0] != CHAT_COMPLETIONS_PATH:
                 self._unscripted += 1
                 return _unknown_url_reply(request.method, request.path)
-            standing = self._standing.get(str(request.body.get("model")))
-            if standing is not None:
-                return standing
             if not self._replies:
                 self._unscripted += 1
                 return _unscripted_reply()
@@ -507,6 +511,7 @@ class _Ledger:
         with self._changed:
             return _LedgerSnapshot(
                 requests=list(self._requests),
+                background_requests=list(self._background),
                 unused_replies=list(self._replies),
                 unscripted=self._unscripted,
                 disconnects=self._disconnects,
@@ -535,6 +540,7 @@ class _LedgerSnapshot:
     """A copy of the ledger at one moment."""
 
     requests: list[RecordedRequest]
+    background_requests: list[RecordedRequest]
     unused_replies: list[Reply]
     unscripted: int
     disconnects: int
@@ -825,8 +831,13 @@ class FakeGroq:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every request received so far (a copy)."""
+        """Every request received so far, except those answered by a standing reply (a copy)."""
         return self._ledger.snapshot().requests
+
+    @property
+    def background_requests(self) -> list[RecordedRequest]:
+        """The requests answered by a standing reply (`answer_model`), in order (a copy)."""
+        return self._ledger.snapshot().background_requests
 
     @property
     def disconnects(self) -> int:

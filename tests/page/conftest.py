@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from tests.conftest import IN_CI
@@ -33,7 +34,13 @@ def _chromium_path() -> str | None:
     )
 
 
-@pytest.fixture
+# One browser for all page tests (starting Chromium takes longer than most tests); each test
+# still gets a fresh context, so no state leaks between them. Test modules here run in the
+# session's event loop for that (`pytestmark = PAGE_LOOP`).
+PAGE_LOOP = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="session")
 def chromium_path() -> str:
     path = _chromium_path()
     if path is None:
@@ -43,7 +50,7 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser(chromium_path: str) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -54,8 +61,21 @@ async def browser(chromium_path: str) -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
+def allowed_console_errors() -> list[str]:
+    """Console errors a test expects (substrings); it appends to this list and says why.
+
+    Chromium logs every HTTP error answer as a console error, even an expected one, such as the
+    401 by which the page learns that the server wants a token.
+    """
+    return []
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def page(
-    browser: Browser, server: RunningServer, request: pytest.FixtureRequest
+    browser: Browser,
+    server: RunningServer,
+    allowed_console_errors: list[str],
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Page]:
     """A fresh page on `server` (closed before it stops); console errors fail the test; a failed
     test leaves a screenshot in test-artifacts/."""
@@ -64,7 +84,9 @@ async def page(
     errors: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
+        if message.type == "error" and not any(
+            allowed in message.text for allowed in allowed_console_errors
+        ):
             errors.append(message.text)
 
     page.on("console", on_console)

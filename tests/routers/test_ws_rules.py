@@ -257,6 +257,7 @@ async def test_ack_comes_before_response_started(
         '{"type": "user.message", "text": "hi", "id": "' + "x" * 65 + '"}',
         '"just a string"',
         '{"type": "user.message", "text": ""}',
+        '{"type": "user.message", "text": "nul \\u0000 inside"}',
     ],
 )
 async def test_wrong_shape_is_invalid_event_and_keeps_the_connection(

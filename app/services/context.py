@@ -1,0 +1,191 @@
+"""The context budget: every model request fits `CONTEXT_MAX_TOKENS`.
+
+A request is the system prompt, the rolling summary (which stands in for the oldest turns), and
+the most recent turns verbatim. When that is over budget, the oldest verbatim turns are folded
+into the rolling summary. Turns are cut only at user messages, so a tool call is never separated
+from its result. Token counts are a conservative estimate (bytes / 3); an upstream
+`context_length_exceeded` folds harder and is retried once by the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import orjson
+
+from app.protocol import StoredEvent, UserMessageEvent
+from app.services.history import build_messages
+from app.services.llm.base import ChatMessage, ToolDefinition
+
+BYTES_PER_TOKEN = 3
+MESSAGE_OVERHEAD_TOKENS = 4
+# Share of the budget the verbatim turns may fill right after a fold, so that folds are rare.
+KEEP_SHARE = 0.6
+# A fold after the upstream said the request was too long keeps much less.
+HARD_KEEP_SHARE = 0.3
+TRUNCATION_MARK = "\n[... {count} characters cut to fit the context budget ...]"
+
+Fold = Callable[[str | None, Sequence[StoredEvent]], Awaitable[str]]
+
+# Context windows of the models we know (prompt + answer), in tokens.
+_KNOWN_WINDOWS = {
+    "openai/gpt-oss-120b": 131_072,
+    "openai/gpt-oss-20b": 131_072,
+    "llama-3.3-70b-versatile": 131_072,
+    "llama-3.1-8b-instant": 131_072,
+    "qwen/qwen3.8-27b": 131_072,
+}
+DEFAULT_WINDOW_TOKENS = 32_768
+
+
+LOCAL_WINDOW_TOKENS = 8_192  # the window the local provider runs llama.cpp with
+
+
+def context_window_of(model: str) -> int:
+    """The model's context window; unknown models get a cautious default."""
+    if model.startswith("local:"):
+        return LOCAL_WINDOW_TOKENS
+    return _KNOWN_WINDOWS.get(model, DEFAULT_WINDOW_TOKENS)
+
+
+def estimate_tokens(text: str) -> int:
+    """An upper estimate of tokens: BPE tokens cover three bytes or more in ordinary text."""
+    return len(text.encode()) // BYTES_PER_TOKEN + 1
+
+
+def message_tokens(message: ChatMessage) -> int:
+    content = message.get("content") or ""
+    tokens = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(str(content))
+    for call in message.get("tool_calls", []):  # type: ignore[attr-defined]
+        tokens += estimate_tokens(call["function"]["name"] + call["function"]["arguments"])
+    return tokens
+
+
+def request_tokens(messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]) -> int:
+    """Estimated prompt tokens of a request: its messages and its tool schemas."""
+    tool_tokens = estimate_tokens(orjson.dumps(list(tools)).decode()) if tools else 0
+    return sum(map(message_tokens, messages)) + tool_tokens
+
+
+def split_turns(events: Sequence[StoredEvent]) -> list[list[StoredEvent]]:
+    """Group events into turns, each starting at a user message (tool pairs stay in one turn)."""
+    turns: list[list[StoredEvent]] = []
+    for event in events:
+        if isinstance(event, UserMessageEvent) or not turns:
+            turns.append([])
+        turns[-1].append(event)
+    return turns
+
+
+@dataclass(slots=True)
+class RollingSummary:
+    """The summary of events `1..upto_seq`, as kept in the store."""
+
+    text: str | None
+    upto_seq: int
+
+
+def compose(
+    system_prompt: str, summary: RollingSummary, events: Sequence[StoredEvent]
+) -> list[ChatMessage]:
+    """System prompt, then the rolling summary, then the events after it, verbatim."""
+    recent = [event for event in events if event.seq > summary.upto_seq]
+    messages = build_messages(system_prompt, recent)
+    if summary.text:
+        note: ChatMessage = {
+            "role": "system",
+            "content": f"Summary of the earlier part of this conversation:\n{summary.text}",
+        }
+        messages.insert(1, note)
+    return messages
+
+
+class ContextBudget:
+    """Fits model requests into `max_tokens`, folding old turns into the rolling summary."""
+
+    def __init__(self, *, max_tokens: int, system_prompt: str, fold: Fold) -> None:
+        self.max_tokens = max_tokens
+        self._system_prompt = system_prompt
+        self._fold = fold
+
+    async def fit(
+        self,
+        events: Sequence[StoredEvent],
+        summary: RollingSummary,
+        tools: Sequence[ToolDefinition],
+        *,
+        hard: bool = False,
+    ) -> tuple[list[ChatMessage], RollingSummary]:
+        """The messages of the next request and the (maybe new) rolling summary."""
+        messages = compose(self._system_prompt, summary, events)
+        if not hard and request_tokens(messages, tools) <= self.max_tokens:
+            return messages, summary
+        share = HARD_KEEP_SHARE if hard else KEEP_SHARE
+        summary = await self._fold_old_turns(events, summary, tools, share)
+        messages = compose(self._system_prompt, summary, events)
+        return self._truncate_to_budget(messages, tools), summary
+
+    async def _fold_old_turns(
+        self,
+        events: Sequence[StoredEvent],
+        summary: RollingSummary,
+        tools: Sequence[ToolDefinition],
+        share: float,
+    ) -> RollingSummary:
+        turns = split_turns([event for event in events if event.seq > summary.upto_seq])
+        keep = self._turns_to_keep(turns, summary, tools, share)
+        folded = [event for turn in turns[: len(turns) - keep] for event in turn]
+        if not folded:
+            return summary
+        text = await self._fold(summary.text, folded)
+        return RollingSummary(text=text, upto_seq=folded[-1].seq)
+
+    def _turns_to_keep(
+        self,
+        turns: list[list[StoredEvent]],
+        summary: RollingSummary,
+        tools: Sequence[ToolDefinition],
+        share: float,
+    ) -> int:
+        """How many trailing turns fit in `share` of the budget (always the current one)."""
+        # Room for the summary the fold will write (at most a quarter of the budget).
+        target = int(self.max_tokens * share)
+        fixed = request_tokens(compose(self._system_prompt, summary, []), tools)
+        used = fixed + self.max_tokens // 4
+        keep = 0
+        for turn in reversed(turns):
+            cost = sum(map(message_tokens, build_messages("", turn)[1:]))
+            if keep > 0 and used + cost > target:
+                break
+            used += cost
+            keep += 1
+        return keep
+
+    def _truncate_to_budget(
+        self, messages: list[ChatMessage], tools: Sequence[ToolDefinition]
+    ) -> list[ChatMessage]:
+        """Cut the longest contents until the request fits (a single huge turn, say)."""
+        while (excess := request_tokens(messages, tools) - self.max_tokens) > 0:
+            index = max(range(len(messages)), key=lambda i: len(messages[i].get("content") or ""))
+            content = str(messages[index].get("content") or "")
+            keep = max(0, len(content) - (excess + 16) * BYTES_PER_TOKEN - 64)
+            cut = content[:keep] + TRUNCATION_MARK.format(count=len(content) - keep)
+            if len(cut) >= len(content):
+                raise ContextTooSmall(self.max_tokens)  # nothing left worth cutting
+            messages[index] = _with_content(messages[index], cut)
+        return messages
+
+
+def _with_content(message: ChatMessage, content: str) -> ChatMessage:
+    changed = dict(message)
+    changed["content"] = content
+    return cast(ChatMessage, changed)
+
+
+class ContextTooSmall(Exception):
+    """Even the system prompt and tool schemas do not fit the budget."""
+
+    def __init__(self, max_tokens: int) -> None:
+        super().__init__(f"CONTEXT_MAX_TOKENS={max_tokens} is too small for the prompt and tools")
