@@ -42,6 +42,9 @@ def create_app(
         version="1.0.0",
         summary="Stream LLM conversations over a WebSocket, with tools, storage and summaries.",
         lifespan=lifespan,
+        # One schema per model: `ToolResultEvent` serializes through a wrap serializer, whose
+        # output schema would otherwise lose its fields.
+        separate_input_output_schemas=False,
     )
     app.include_router(ws.router)
     app.include_router(sessions.router)

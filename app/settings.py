@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     tool_timeout_s: float = Field(default=10.0, gt=0)
     max_message_chars: int = Field(default=32_000, ge=1)
     ws_max_bytes: int = Field(default=1_048_576, ge=1024)
+    # Seconds a send may wait for a client that stopped reading before it is dropped.
+    ws_send_timeout_s: float = Field(default=10.0, gt=0)
     max_messages_per_minute: int = Field(default=120, ge=1)
     resume_wait_s: float = Field(default=30.0, gt=0)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -82,6 +84,13 @@ class Settings(BaseSettings):
     # Events held while the store is unreachable; at the bound new messages are refused.
     write_buffer_max: int = Field(default=10_000, ge=1)
     summary_concurrency: int = Field(default=2, ge=1)
+    # Several instances on one database: a session's lease expires this long after its
+    # instance stopped renewing it (died); renewed every third of it.
+    lease_ttl_s: float = Field(default=15.0, gt=0)
+    # How often every instance looks for summaries and titles left to do (by any instance).
+    summary_poll_s: float = Field(default=10.0, gt=0)
+    # A summary or title claimed this long ago and not finished was left by an instance that died.
+    summary_claim_timeout_s: float = Field(default=120.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
     # Auth

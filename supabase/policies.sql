@@ -63,3 +63,8 @@ create policy user_profiles_read on public.user_profiles for select to authentic
 
 -- Events are append-only for users (no update/delete policy); deleting a session removes its
 -- events through the foreign key's cascade. schema_version has no policy: service role only.
+
+-- Leases of live sessions (schema version 3): written by the servers only.
+alter table public.session_leases enable row level security;
+revoke all on public.session_leases from anon, authenticated;
+grant all on public.session_leases to service_role;

@@ -79,6 +79,9 @@ def make_settings(tmp_path: Path, fake_groq: FakeGroq) -> Callable[..., Settings
             "write_flush_ms": 5.0,
             "shutdown_grace_s": 2.0,
             "resume_wait_s": 5.0,
+            # A job "left running by a stopped process" is taken over within a test's waits.
+            "summary_claim_timeout_s": 2.0,
+            "summary_poll_s": 0.25,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

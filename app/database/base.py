@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from pydantic import JsonValue
@@ -39,6 +40,13 @@ class SessionRecord:
     # The rolling summary that stands in for events 1..context_summary_seq in model requests.
     context_summary: str | None = None
     context_summary_seq: int = 0
+
+
+class LeaseState(StrEnum):
+    """What the instance holding a session's lease is doing with it."""
+
+    LIVE = "live"  # a client is connected there
+    CLOSING = "closing"  # the client left; its last response is finishing
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +128,44 @@ class Store(Protocol):
     ) -> list[str]: ...
 
     async def sessions_with_unsummarized_events(self) -> list[str]:
-        """Sessions whose events go past their summary and that are not marked pending, running
-        or failed: what a killed process left behind while clients were connected."""
+        """Sessions whose events go past their summary, that are not marked pending, running or
+        failed and hold no unexpired lease: what a killed process left behind while clients were
+        connected (a session live on another instance is not summarized under its feet)."""
+        ...
+
+    async def acquire_lease(
+        self, session_id: str, *, holder: str, ttl_s: float
+    ) -> LeaseState | None:
+        """Take the session's lease for `ttl_s` when it is free, expired or already `holder`'s
+        (None); otherwise the state of the other holder's lease."""
+        ...
+
+    async def mark_lease_closing(self, session_id: str, *, holder: str) -> None:
+        """The client left; a resume elsewhere waits for the release instead of being refused."""
+        ...
+
+    async def renew_leases(
+        self, session_ids: Sequence[str], *, holder: str, ttl_s: float
+    ) -> set[str]:
+        """Extend `holder`'s leases of these sessions by `ttl_s`; the ids still held."""
+        ...
+
+    async def release_lease(self, session_id: str, *, holder: str) -> None:
+        """Drop `holder`'s lease of the session (nothing when another instance holds it)."""
+        ...
+
+    async def claim_summary(self, session_id: str, *, stale_after_s: float) -> bool:
+        """Atomically move a `pending` summary (or one `running` for longer than `stale_after_s`:
+        its instance died) to `running`; False when another claim won or nothing is to do."""
+        ...
+
+    async def claim_title(self, session_id: str, *, stale_after_s: float) -> bool:
+        """Atomically move the title job from `none`/`pending` (or a stale `running`) to `running`,
+        unless the session has a title; False when another claim won."""
+        ...
+
+    async def sessions_with_stale_titles(self, *, stale_after_s: float) -> list[str]:
+        """Sessions whose title job is `pending`, or `running` for longer than `stale_after_s`."""
         ...
 
     async def upsert_user_profiles(self, profiles: dict[str, dict[str, JsonValue]]) -> None: ...

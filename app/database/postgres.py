@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 from pydantic import JsonValue
 
-from app.database.base import EventRow, SessionCursor, SessionRecord, StoreError
+from app.database.base import EventRow, LeaseState, SessionCursor, SessionRecord, StoreError
 from app.database.migrations import pending
 from app.protocol import StoredEvent, SummaryStatus, stored_event_adapter
 
@@ -37,6 +37,15 @@ _EVENT_COLUMNS = ("session_id", "seq", "type", "message_id", "created_at", "data
 _INSERT_EVENT = (
     "insert into session_events (session_id, seq, type, message_id, created_at, data) "
     "values ($1, $2, $3, $4, $5, $6::jsonb) on conflict (session_id, seq) do nothing"
+)
+# Free, expired or already ours: the lease is taken (a row comes back); else nothing comes back.
+_ACQUIRE_LEASE = (
+    "insert into session_leases (session_id, holder, state, expires_at) "
+    "values ($1, $2, 'live', now() + make_interval(secs => $3)) "
+    "on conflict (session_id) do update set holder = excluded.holder, state = 'live', "
+    "expires_at = excluded.expires_at "
+    "where session_leases.expires_at <= now() or session_leases.holder = excluded.holder "
+    "returning holder"
 )
 # Below this many rows a batch goes in with executemany (one round trip, no scratch table: the
 # latency of a user message's commit); from here on COPY (throughput of long answers and tools).
@@ -331,7 +340,7 @@ class PostgresStore:
         )
 
     async def set_title(self, session_id: str, title: str) -> None:
-        await self._update_session(session_id, "title = $2", title)
+        await self._update_session(session_id, "title = $2, title_status = 'done'", title)
 
     async def save_context_summary(self, session_id: str, *, summary: str, upto_seq: int) -> None:
         await self._update_session(
@@ -357,8 +366,103 @@ class PostgresStore:
     async def sessions_with_unsummarized_events(self) -> list[str]:
         async with self._connection("cannot list sessions to summarize") as conn:
             rows = await conn.fetch(
-                "select id from sessions where summary_behind "
-                "and summary_status in ('none', 'done') order by updated_at"
+                "select id from sessions s where summary_behind "
+                "and summary_status in ('none', 'done') and not exists (select 1 from "
+                "session_leases l where l.session_id = s.id and l.expires_at > now()) "
+                "order by updated_at"
+            )
+        return [str(row["id"]) for row in rows]
+
+    async def acquire_lease(
+        self, session_id: str, *, holder: str, ttl_s: float
+    ) -> LeaseState | None:
+        key = _as_uuid(session_id)
+        if key is None:
+            raise StoreError(f"no lease for session {session_id!r}", retryable=False)
+        async with self._connection("cannot take the session's lease") as conn:
+            # The database's clock decides expiry, so instances need not agree on the time.
+            taken = await conn.fetchval(_ACQUIRE_LEASE, key, holder, ttl_s)
+            if taken is not None:
+                return None
+            state = await conn.fetchval(
+                "select state from session_leases where session_id = $1", key
+            )
+        # Released between the two statements: report it as finishing, so the caller asks again.
+        return LeaseState.CLOSING if state is None else LeaseState(state)
+
+    async def mark_lease_closing(self, session_id: str, *, holder: str) -> None:
+        await self._lease_statement(
+            "update session_leases set state = 'closing' where session_id = $1 and holder = $2",
+            session_id,
+            holder,
+        )
+
+    async def release_lease(self, session_id: str, *, holder: str) -> None:
+        await self._lease_statement(
+            "delete from session_leases where session_id = $1 and holder = $2", session_id, holder
+        )
+
+    async def _lease_statement(self, sql: str, session_id: str, holder: str) -> None:
+        key = _as_uuid(session_id)
+        if key is None:
+            return
+        async with self._connection("cannot update the session's lease") as conn:
+            await conn.execute(sql, key, holder)
+
+    async def renew_leases(
+        self, session_ids: Sequence[str], *, holder: str, ttl_s: float
+    ) -> set[str]:
+        keys = [key for key in map(_as_uuid, session_ids) if key is not None]
+        if not keys:
+            return set()
+        async with self._connection("cannot renew leases") as conn:
+            rows = await conn.fetch(
+                "update session_leases set expires_at = now() + make_interval(secs => $3) "
+                "where holder = $1 and session_id = any($2::uuid[]) returning session_id",
+                holder,
+                keys,
+                ttl_s,
+            )
+        return {str(row["session_id"]) for row in rows}
+
+    async def claim_summary(self, session_id: str, *, stale_after_s: float) -> bool:
+        return await self._claim(
+            session_id,
+            "update sessions set summary_status = 'running', summary_claimed_at = now() "
+            "where id = $1 and (summary_status = 'pending' or (summary_status = 'running' and "
+            "coalesce(summary_claimed_at, '-infinity') < now() - make_interval(secs => $2))) "
+            "returning id",
+            stale_after_s,
+        )
+
+    async def claim_title(self, session_id: str, *, stale_after_s: float) -> bool:
+        return await self._claim(
+            session_id,
+            "update sessions set title_status = 'running', title_claimed_at = now() "
+            "where id = $1 and title is null and (title_status in ('none', 'pending') or "
+            "(title_status = 'running' and "
+            "coalesce(title_claimed_at, '-infinity') < now() - make_interval(secs => $2))) "
+            "returning id",
+            stale_after_s,
+        )
+
+    async def _claim(self, session_id: str, sql: str, stale_after_s: float) -> bool:
+        key = _as_uuid(session_id)
+        if key is None:
+            return False
+        # One row, one conditional UPDATE: concurrent claimers serialize on the row lock, and
+        # the loser re-checks the condition after the winner commits, so it finds nothing.
+        async with self._connection("cannot claim the job") as conn:
+            return await conn.fetchval(sql, key, stale_after_s) is not None
+
+    async def sessions_with_stale_titles(self, *, stale_after_s: float) -> list[str]:
+        async with self._connection("cannot list titles to do") as conn:
+            rows = await conn.fetch(
+                "select id from sessions where title is null and (title_status = 'pending' or "
+                "(title_status = 'running' and "
+                "coalesce(title_claimed_at, '-infinity') < now() - make_interval(secs => $1))) "
+                "order by updated_at",
+                stale_after_s,
             )
         return [str(row["id"]) for row in rows]
 

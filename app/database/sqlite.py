@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiosqlite
 import orjson
 from pydantic import JsonValue
 
-from app.database.base import EventRow, SessionCursor, SessionRecord, StoreError
+from app.database.base import EventRow, LeaseState, SessionCursor, SessionRecord, StoreError
 from app.database.migrations import pending, sqlite_statements
 from app.protocol import StoredEvent, SummaryStatus, stored_event_adapter
 
@@ -33,6 +33,11 @@ def _to_text(moment: datetime) -> str:
 
 def _from_text(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _now(plus_s: float = 0.0) -> str:
+    """The time `plus_s` from now, as stored (lease expiries, job claims)."""
+    return _to_text(datetime.now(UTC) + timedelta(seconds=plus_s))
 
 
 def _retryable(error: sqlite3.Error) -> bool:
@@ -253,7 +258,9 @@ class SqliteStore:
         )
 
     async def set_title(self, session_id: str, title: str) -> None:
-        await self._write("update sessions set title = ? where id = ?", (title, session_id))
+        await self._write(
+            "update sessions set title = ?, title_status = 'done' where id = ?", (title, session_id)
+        )
 
     async def save_context_summary(self, session_id: str, *, summary: str, upto_seq: int) -> None:
         await self._write(
@@ -271,8 +278,81 @@ class SqliteStore:
 
     async def sessions_with_unsummarized_events(self) -> list[str]:
         cursor = await self.db.execute(
-            "select id from sessions where event_count > summary_seq "
-            "and summary_status in ('none', 'done') order by updated_at"
+            "select id from sessions s where event_count > summary_seq "
+            "and summary_status in ('none', 'done') and not exists (select 1 from "
+            "session_leases l where l.session_id = s.id and l.expires_at > ?) "
+            "order by updated_at",
+            (_now(),),
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+    async def acquire_lease(
+        self, session_id: str, *, holder: str, ttl_s: float
+    ) -> LeaseState | None:
+        # Several worker processes may share the file; the upsert is one atomic statement.
+        cursor = await self._write(
+            "insert into session_leases (session_id, holder, state, expires_at) "
+            "values (?, ?, 'live', ?) on conflict (session_id) do update set "
+            "holder = excluded.holder, state = 'live', expires_at = excluded.expires_at "
+            "where session_leases.expires_at <= ? or session_leases.holder = excluded.holder",
+            (session_id, holder, _now(ttl_s), _now()),
+        )
+        if cursor.rowcount > 0:
+            return None
+        found = await self.db.execute(
+            "select state from session_leases where session_id = ?", (session_id,)
+        )
+        row = await found.fetchone()
+        return LeaseState.CLOSING if row is None else LeaseState(row[0])
+
+    async def mark_lease_closing(self, session_id: str, *, holder: str) -> None:
+        await self._write(
+            "update session_leases set state = 'closing' where session_id = ? and holder = ?",
+            (session_id, holder),
+        )
+
+    async def release_lease(self, session_id: str, *, holder: str) -> None:
+        await self._write(
+            "delete from session_leases where session_id = ? and holder = ?", (session_id, holder)
+        )
+
+    async def renew_leases(
+        self, session_ids: Sequence[str], *, holder: str, ttl_s: float
+    ) -> set[str]:
+        if not session_ids:
+            return set()
+        marks = ", ".join("?" for _ in session_ids)
+        rows = await self._write_returning(
+            f"update session_leases set expires_at = ? where holder = ? "
+            f"and session_id in ({marks}) returning session_id",
+            (_now(ttl_s), holder, *session_ids),
+        )
+        return {row[0] for row in rows}
+
+    async def claim_summary(self, session_id: str, *, stale_after_s: float) -> bool:
+        cursor = await self._write(
+            "update sessions set summary_status = 'running', summary_claimed_at = ? "
+            "where id = ? and (summary_status = 'pending' or (summary_status = 'running' "
+            "and coalesce(summary_claimed_at, '') < ?))",
+            (_now(), session_id, _now(-stale_after_s)),
+        )
+        return cursor.rowcount > 0
+
+    async def claim_title(self, session_id: str, *, stale_after_s: float) -> bool:
+        cursor = await self._write(
+            "update sessions set title_status = 'running', title_claimed_at = ? "
+            "where id = ? and title is null and (title_status in ('none', 'pending') or "
+            "(title_status = 'running' and coalesce(title_claimed_at, '') < ?))",
+            (_now(), session_id, _now(-stale_after_s)),
+        )
+        return cursor.rowcount > 0
+
+    async def sessions_with_stale_titles(self, *, stale_after_s: float) -> list[str]:
+        cursor = await self.db.execute(
+            "select id from sessions where title is null and (title_status = 'pending' or "
+            "(title_status = 'running' and coalesce(title_claimed_at, '') < ?)) "
+            "order by updated_at",
+            (_now(-stale_after_s),),
         )
         return [row[0] for row in await cursor.fetchall()]
 
@@ -297,6 +377,18 @@ class SqliteStore:
             return None
         profile: dict[str, JsonValue] = orjson.loads(row[0])
         return profile
+
+    async def _write_returning(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
+        """A write with a RETURNING clause: its rows are read before the commit."""
+        async with self._write_lock:
+            try:
+                cursor = await self.db.execute(sql, params)
+                rows = list(await cursor.fetchall())
+                await self.db.commit()
+            except sqlite3.Error as e:
+                await self.db.rollback()
+                raise StoreError(f"SQLite write failed: {e}", retryable=_retryable(e)) from e
+        return rows
 
     async def _write(self, sql: str, params: Sequence[object]) -> aiosqlite.Cursor:
         async with self._write_lock:

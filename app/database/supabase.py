@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ from postgrest import APIError, AsyncPostgrestClient
 from postgrest.types import ReturnMethod
 from pydantic import JsonValue
 
-from app.database.base import EventRow, SessionCursor, SessionRecord, StoreError
+from app.database.base import EventRow, LeaseState, SessionCursor, SessionRecord, StoreError
 from app.database.migrations import latest_version, pending
 from app.protocol import StoredEvent, SummaryStatus, stored_event_adapter
 
@@ -121,6 +121,11 @@ def _event_row(row: EventRow) -> Row:
         "created_at": _timestamp(event.created_at),
         "data": orjson.loads(stored_event_adapter.dump_json(event)),
     }
+
+
+def _moment(plus_s: float = 0.0) -> str:
+    """This instance's time `plus_s` from now, as a timestamp for a row or a filter."""
+    return _timestamp(datetime.now(UTC) + timedelta(seconds=plus_s))
 
 
 def _quoted(value: str) -> str:
@@ -341,7 +346,7 @@ class SupabaseStore:
         await self._update_session(session_id, values)
 
     async def set_title(self, session_id: str, title: str) -> None:
-        await self._update_session(session_id, {"title": title})
+        await self._update_session(session_id, {"title": title, "title_status": "done"})
 
     async def save_context_summary(self, session_id: str, *, summary: str, upto_seq: int) -> None:
         values = {"context_summary": summary, "context_summary_seq": upto_seq}
@@ -359,7 +364,138 @@ class SupabaseStore:
         return await self._session_ids(statuses, behind_only=False)
 
     async def sessions_with_unsummarized_events(self) -> list[str]:
-        return await self._session_ids([SummaryStatus.NONE, SummaryStatus.DONE], behind_only=True)
+        behind = await self._session_ids([SummaryStatus.NONE, SummaryStatus.DONE], behind_only=True)
+        # A filter cannot say "no live lease": drop the leased ones in a second request per page.
+        leased: set[str] = set()
+        for start in range(0, len(behind), PAGE_ROWS // 10):
+            page = behind[start : start + PAGE_ROWS // 10]
+            query = (
+                self.client.from_("session_leases")
+                .select("session_id")
+                .in_("session_id", page)
+                .gt("expires_at", _moment())
+                .limit(len(page))
+            )
+            rows = await self._run(query, "cannot read leases")
+            leased |= {str(row["session_id"]) for row in rows}
+        return [session_id for session_id in behind if session_id not in leased]
+
+    # Leases and claims: PostgREST runs one statement per request, so each step is a conditional
+    # insert or PATCH whose filter is the condition; rows come back only when it held. Expiry is
+    # judged by this instance's clock (instances must keep NTP time; see docs/deployment.md).
+
+    async def acquire_lease(
+        self, session_id: str, *, holder: str, ttl_s: float
+    ) -> LeaseState | None:
+        key = _as_uuid(session_id)
+        if key is None:
+            raise StoreError(f"no lease for session {session_id!r}", retryable=False)
+        lease = {"session_id": key, "holder": holder, "state": "live", "expires_at": _moment(ttl_s)}
+        table = self.client.from_("session_leases")
+        inserted = table.upsert(
+            lease,
+            on_conflict="session_id",
+            ignore_duplicates=True,
+            returning=ReturnMethod.representation,
+        )
+        if await self._run(inserted, "cannot take the session's lease"):
+            return None
+        taken_over = (
+            table.update(lease, returning=ReturnMethod.representation)
+            .eq("session_id", key)
+            .or_(f"expires_at.lte.{_quoted(_moment())},holder.eq.{_quoted(holder)}")
+        )
+        if await self._run(taken_over, "cannot take the session's lease"):
+            return None
+        query = table.select("state").eq("session_id", key).limit(1)
+        rows = await self._run(query, "cannot read the session's lease")
+        return LeaseState(rows[0]["state"]) if rows else LeaseState.CLOSING
+
+    async def mark_lease_closing(self, session_id: str, *, holder: str) -> None:
+        key = _as_uuid(session_id)
+        if key is None:
+            return
+        table = self.client.from_("session_leases")
+        query = (
+            table.update({"state": "closing"}, returning=ReturnMethod.minimal)
+            .eq("session_id", key)
+            .eq("holder", holder)
+        )
+        await self._run(query, "cannot update the session's lease")
+
+    async def release_lease(self, session_id: str, *, holder: str) -> None:
+        key = _as_uuid(session_id)
+        if key is None:
+            return
+        table = self.client.from_("session_leases")
+        query = table.delete(returning=ReturnMethod.minimal).eq("session_id", key)
+        await self._run(query.eq("holder", holder), "cannot release the session's lease")
+
+    async def renew_leases(
+        self, session_ids: Sequence[str], *, holder: str, ttl_s: float
+    ) -> set[str]:
+        keys = [key for key in map(_as_uuid, session_ids) if key is not None]
+        if not keys:
+            return set()
+        table = self.client.from_("session_leases")
+        query = (
+            table.update({"expires_at": _moment(ttl_s)}, returning=ReturnMethod.representation)
+            .eq("holder", holder)
+            .in_("session_id", keys)
+        )
+        rows = await self._run(query, "cannot renew leases")
+        return {str(row["session_id"]) for row in rows}
+
+    async def claim_summary(self, session_id: str, *, stale_after_s: float) -> bool:
+        stale = _quoted(_moment(-stale_after_s))
+        return await self._claim(
+            session_id,
+            {"summary_status": "running", "summary_claimed_at": _moment()},
+            f"summary_status.eq.pending,and(summary_status.eq.running,"
+            f"or(summary_claimed_at.is.null,summary_claimed_at.lt.{stale}))",
+        )
+
+    async def claim_title(self, session_id: str, *, stale_after_s: float) -> bool:
+        stale = _quoted(_moment(-stale_after_s))
+        return await self._claim(
+            session_id,
+            {"title_status": "running", "title_claimed_at": _moment()},
+            f"title_status.in.(none,pending),and(title_status.eq.running,"
+            f"or(title_claimed_at.is.null,title_claimed_at.lt.{stale}))",
+            title_unset=True,
+        )
+
+    async def _claim(
+        self, session_id: str, values: Row, condition: str, *, title_unset: bool = False
+    ) -> bool:
+        key = _as_uuid(session_id)
+        if key is None:
+            return False
+        query = (
+            self.client.from_("sessions")
+            .update(values, returning=ReturnMethod.representation)
+            .eq("id", key)
+            .or_(condition)
+        )
+        if title_unset:
+            query = query.is_("title", "null")
+        return bool(await self._run(query, "cannot claim the job"))
+
+    async def sessions_with_stale_titles(self, *, stale_after_s: float) -> list[str]:
+        stale = _quoted(_moment(-stale_after_s))
+        query = (
+            self.client.from_("sessions")
+            .select("id")
+            .is_("title", "null")
+            .or_(
+                f"title_status.eq.pending,and(title_status.eq.running,"
+                f"or(title_claimed_at.is.null,title_claimed_at.lt.{stale}))"
+            )
+            .order("updated_at")
+            .limit(PAGE_ROWS)
+        )
+        rows = await self._run(query, "cannot list titles to do")
+        return [str(row["id"]) for row in rows]
 
     async def _session_ids(
         self, statuses: Sequence[SummaryStatus], *, behind_only: bool

@@ -12,6 +12,9 @@ from app.services.sessions import InvalidCursor, SessionActive, SessionNotFound
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
+# Seqs are 64-bit integers in every store; larger values are a client's mistake (422), not a 500.
+MAX_SEQ = 2**63 - 1
+
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such session"}}
 
 
@@ -42,7 +45,7 @@ async def list_events(
     session_id: str,
     runtime: RuntimeDep,
     owner: OwnerDep,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> EventPage:
     """Stored events with `seq > after_seq`, oldest first."""

@@ -40,12 +40,21 @@ _CLOSE_CODES = {
 
 
 class WebSocketSink:
-    """Sends frames on one socket, one at a time; after the client left, sends are dropped."""
+    """Sends frames on one socket, one at a time; after the client left, sends are dropped.
 
-    def __init__(self, websocket: WebSocket) -> None:
+    A client that stops reading fills the socket's buffer and blocks its sends. After
+    `send_timeout_s` it is dropped: the response goes on and is stored, the client can resume
+    with `after_seq`, and neither its memory nor the upstream request stays held by it.
+    """
+
+    def __init__(self, websocket: WebSocket, *, send_timeout_s: float = 10.0) -> None:
         self._websocket = websocket
+        self._send_timeout_s = send_timeout_s
         self._lock = asyncio.Lock()
+        # The connection's handler, stopped when its client is dropped.
+        self._handler = asyncio.current_task()
         self.closed = False
+        self.dropped = False
 
     async def close(self, code: int, reason: str) -> None:
         """Close the socket (a no-op when the client already left)."""
@@ -53,8 +62,7 @@ class WebSocketSink:
             return
         self.closed = True
         async with self._lock:
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-                await self._websocket.close(code=code, reason=reason)
+            await self._close_now(code, reason)
 
     async def send(self, frame: ServerFrame) -> None:
         if self.closed:
@@ -64,9 +72,25 @@ class WebSocketSink:
         data = frame.__pydantic_serializer__.to_json(frame).decode()
         async with self._lock:
             try:
-                await self._websocket.send_text(data)
+                async with asyncio.timeout(self._send_timeout_s):
+                    await self._websocket.send_text(data)
+            except TimeoutError:
+                self._drop()
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.closed = True
+
+    def _drop(self) -> None:
+        # Not even a close frame can pass a full buffer (uvicorn waits for room before any
+        # send), so the handler is stopped: the session is torn down as after a disconnect.
+        log.warning("dropping a client that stopped reading")
+        self.closed = self.dropped = True
+        if self._handler is not None and self._handler is not asyncio.current_task():
+            self._handler.cancel()
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._websocket.close(code=code, reason=reason)
 
 
 class Refusal(Exception):
@@ -127,7 +151,7 @@ async def chat_socket(websocket: WebSocket) -> None:
     """One client connection to one session (new or resumed)."""
     runtime: Runtime = websocket.app.state.runtime
     await websocket.accept()
-    sink = WebSocketSink(websocket)
+    sink = WebSocketSink(websocket, send_timeout_s=runtime.settings.ws_send_timeout_s)
     try:
         owner = authorize(websocket, runtime)
         after_seq = parse_after_seq(websocket.query_params.get("after_seq"))
@@ -147,6 +171,13 @@ async def chat_socket(websocket: WebSocket) -> None:
     try:
         await sink.send(ready)
         await _serve(websocket, sink, conversation, runtime)
+    except asyncio.CancelledError:
+        if not sink.dropped:
+            raise
+        # Our own drop of a client that stopped reading: end the connection normally.
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
     finally:
         sink.closed = True
         runtime.hub.disconnect(conversation)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.database.base import EventRow, Store, StoreError
@@ -32,9 +34,16 @@ class EventWriter:
     """
 
     def __init__(
-        self, store: Store, *, flush_interval_s: float, batch_max: int, buffer_max: int
+        self,
+        store: Store,
+        *,
+        flush_interval_s: float,
+        batch_max: int,
+        buffer_max: int,
+        on_write: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self._store = store
+        self._on_write = on_write
         self._buffer_max = buffer_max
         self._flush_interval_s = flush_interval_s
         self._batch_max = batch_max
@@ -115,7 +124,9 @@ class EventWriter:
         delay = _RETRY_FIRST_S
         while True:
             try:
+                started = time.perf_counter()
                 await self._store.append_events(rows)
+                self._on_write(time.perf_counter() - started)
                 break
             except StoreError as e:
                 if not e.retryable:

@@ -15,6 +15,7 @@ from app.services.conversation import (
     ConversationState,
     FrameSink,
 )
+from app.services.leases import LeaseBusy, LeaseKeeper
 from app.services.summaries import Summarizer
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,20 @@ def visible_to(record: SessionRecord, owner: str | None) -> bool:
 
 
 class SessionHub:
-    """Maps session ids to their one live `Conversation`."""
+    """Maps session ids to their one live `Conversation`; across instances, the store's session
+    leases (`LeaseKeeper`) keep it to one connection per session."""
 
     def __init__(
-        self, deps: ConversationDeps, summarizer: Summarizer, *, resume_wait_s: float
+        self,
+        deps: ConversationDeps,
+        summarizer: Summarizer,
+        leases: LeaseKeeper,
+        *,
+        resume_wait_s: float,
     ) -> None:
         self._deps = deps
         self._summarizer = summarizer
+        self._leases = leases
         self._resume_wait_s = resume_wait_s
         self._live: dict[str, Conversation] = {}
         self._claimed: set[str] = set()
@@ -92,6 +100,7 @@ class SessionHub:
             owner=owner,
         )
         await self._deps.store.create_session(record)
+        await self._leases.acquire(record.id, wait_s=0)
         conversation = Conversation(record, [], self._deps, sink)
         self._live[record.id] = conversation
         ready = SessionReady(session_id=record.id, resumed=False, events=[], model=record.model)
@@ -142,8 +151,28 @@ class SessionHub:
         record = await self._deps.store.get_session(session_id)
         if record is None or not visible_to(record, owner):
             raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
-        events = await self._deps.store.list_events(session_id, after_seq=0, limit=None)
+        await self._take_lease(session_id)
+        try:
+            # Read after the lease: the previous instance flushed everything before releasing.
+            record = await self._deps.store.get_session(session_id) or record
+            events = await self._deps.store.list_events(session_id, after_seq=0, limit=None)
+        except BaseException:
+            await self._leases.release(session_id)
+            raise
         return Conversation(record, events, self._deps, sink)
+
+    async def _take_lease(self, session_id: str) -> None:
+        """Refuse while another instance's client is connected; wait (bounded) while that
+        instance only finishes the last response."""
+        try:
+            await self._leases.acquire(session_id, wait_s=self._resume_wait_s)
+        except LeaseBusy as e:
+            message = (
+                "the previous connection's response is still finishing; retry shortly"
+                if e.retryable
+                else "this session is open in another connection"
+            )
+            raise ConnectRefused(ErrorCode.SESSION_BUSY, message, retryable=e.retryable) from e
 
     def disconnect(self, conversation: Conversation) -> None:
         """The client left: the response runs to its end, then the session is torn down."""
@@ -153,17 +182,24 @@ class SessionHub:
         )
 
     async def _tear_down(self, conversation: Conversation) -> None:
+        session_id = conversation.session_id
         try:
+            await self._leases.mark_closing(session_id)
             await conversation.wait_response()
             await self._deps.writer.flush()
         finally:
-            if self._live.get(conversation.session_id) is conversation:
-                del self._live[conversation.session_id]
-            conversation.mark_closed()
-            # Even when shutdown cancels the teardown, the summary is marked pending, so the
-            # next start makes it.
-            if conversation.has_messages:
-                await self._summarizer.request(conversation.session_id)
+            try:
+                # Even when shutdown cancels the teardown, the summary is marked pending, so
+                # an instance makes it. Marked before the release: a session without a lease
+                # never looks like one a dead instance left unsummarized.
+                if conversation.has_messages:
+                    await self._summarizer.request(session_id)
+            finally:
+                # Released before a local resume may proceed, so it never loses the new lease.
+                await self._leases.release(session_id)
+                if self._live.get(session_id) is conversation:
+                    del self._live[session_id]
+                conversation.mark_closed()
 
     async def drain(self, *, grace_s: float) -> None:
         """Shutdown: refuse new connections, let responses finish within `grace_s`, cancel

@@ -35,8 +35,37 @@ class Metrics:
         self.summaries = Counter(
             "chat_summaries", "Session summaries, by outcome", ["outcome"], registry=self.registry
         )
+        self.store_write_seconds = Histogram(
+            "chat_store_write_seconds",
+            "Duration of one batched event write",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=self.registry,
+        )
         self.store_queue_depth = Gauge(
             "chat_store_queue_depth", "Events waiting to be written", registry=self.registry
+        )
+
+        # Scale-out (docs/deployment.md): leases held here, connections refused because another
+        # instance holds the session, heartbeats that failed, background jobs claimed here.
+        self.session_leases = Gauge(
+            "chat_session_leases", "Session leases this instance holds", registry=self.registry
+        )
+        self.lease_refusals = Counter(
+            "chat_lease_refusals",
+            "Lease requests refused because another instance holds the session, by its state",
+            ["state"],
+            registry=self.registry,
+        )
+        self.lease_renew_failures = Counter(
+            "chat_lease_renew_failures",
+            "Heartbeats that could not renew every lease this instance holds",
+            registry=self.registry,
+        )
+        self.jobs_claimed = Counter(
+            "chat_background_jobs_claimed",
+            "Summaries and titles claimed by this instance, by kind",
+            ["kind"],
+            registry=self.registry,
         )
 
     def observe_tool(self, name: str, *, ok: bool, seconds: float) -> None:

@@ -17,6 +17,7 @@ from app.services.context import ContextBudget, context_window_of
 from app.services.conversation import ConversationDeps
 from app.services.event_writer import EventWriter
 from app.services.hub import SessionHub
+from app.services.leases import LeaseKeeper
 from app.services.llm import create_provider, summary_model
 from app.services.llm.base import LLMProvider
 from app.services.metrics import Metrics
@@ -44,6 +45,7 @@ class Runtime:
     hub: SessionHub
     sessions: SessionDirectory
     auth: Authenticator
+    leases: LeaseKeeper
 
 
 async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) -> Runtime:
@@ -58,6 +60,7 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
         flush_interval_s=settings.write_flush_ms / 1000,
         batch_max=settings.write_batch_max,
         buffer_max=settings.write_buffer_max,
+        on_write=metrics.store_write_seconds.observe,
     )
     writer.start()
     provider = create_provider(settings)
@@ -71,6 +74,8 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
         title_model=settings.title_model or summaries_model,
         window_tokens=settings.summary_window_tokens or context_window_of(summaries_model),
         concurrency=settings.summary_concurrency,
+        poll_s=settings.summary_poll_s,
+        claim_timeout_s=settings.summary_claim_timeout_s,
     )
     context_max_tokens = settings.context_max_tokens or (
         context_window_of(provider.model) - settings.llm_max_completion_tokens
@@ -93,7 +98,8 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
         supervisor=supervisor,
         max_message_chars=settings.max_message_chars,
     )
-    hub = SessionHub(deps, summarizer, resume_wait_s=settings.resume_wait_s)
+    leases = LeaseKeeper(store, metrics, ttl_s=settings.lease_ttl_s)
+    hub = SessionHub(deps, summarizer, leases, resume_wait_s=settings.resume_wait_s)
     runtime = Runtime(
         settings,
         store,
@@ -105,9 +111,20 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
         hub,
         SessionDirectory(store, hub),
         Authenticator(mode=settings.auth_mode, api_keys=settings.api_keys),
+        leases,
     )
     resumed = await summarizer.resume_pending()
-    log.info("ready: store=%s model=%s pending_summaries=%d", store.kind, provider.model, resumed)
+    # Both loops are owned by the supervisor and end on stop (the heartbeat once every lease
+    # is released), so other instances see this one's sessions free as soon as it is gone.
+    supervisor.spawn(leases.run(), name="lease-heartbeat")
+    supervisor.spawn(summarizer.poll(), name="summary-poll")
+    log.info(
+        "ready: store=%s model=%s instance=%s pending_summaries=%d",
+        store.kind,
+        provider.model,
+        leases.instance_id,
+        resumed,
+    )
     return runtime
 
 
@@ -141,6 +158,8 @@ def _on_signal(runtime: Runtime, number: int, previous: Callable[[int, Any], Any
 
 async def stop_runtime(runtime: Runtime) -> None:
     """Let running work finish within the grace period, flush every event, close everything."""
+    runtime.summarizer.stop()
+    runtime.leases.stop()
     await runtime.supervisor.shutdown(grace_s=runtime.settings.shutdown_grace_s)
     await runtime.writer.close()
     await runtime.provider.aclose()

@@ -45,6 +45,8 @@ TITLE_INSTRUCTIONS = (
 _ANSWER_ROOM_TOKENS = 600
 _LINE_LIMIT_SHARE = 0.5
 MAX_TITLE_CHARS = 80
+# A title is made from the first exchange: the events read when another instance takes it over.
+_TITLE_EVENTS = 40
 
 
 def transcript_line(event: StoredEvent) -> str | None:
@@ -118,7 +120,12 @@ def _lines(events: Sequence[StoredEvent]) -> list[str]:
 
 
 class Summarizer:
-    """End-of-session summaries and titles, as owned background tasks, a few at a time."""
+    """End-of-session summaries and titles, as owned background tasks, a few at a time.
+
+    Several instances may share the store: each job is claimed in the store before it runs
+    (exactly one claim wins), and every instance polls for jobs left pending, or claimed by an
+    instance that died, so none runs twice and none is left undone.
+    """
 
     def __init__(
         self,
@@ -131,6 +138,8 @@ class Summarizer:
         title_model: str,
         window_tokens: int,
         concurrency: int,
+        poll_s: float = 10.0,
+        claim_timeout_s: float = 120.0,
     ) -> None:
         self._title_model = title_model
         self._store = store
@@ -140,6 +149,11 @@ class Summarizer:
         self._model = model
         self._window_tokens = window_tokens
         self._slots = asyncio.Semaphore(concurrency)
+        self._poll_s = poll_s
+        self._claim_timeout_s = claim_timeout_s
+        # Jobs with a task here already: a poll does not spawn a second one for them.
+        self._active: set[str] = set()
+        self._stopping = asyncio.Event()
 
     async def fold(self, previous: str | None, events: Sequence[StoredEvent]) -> str:
         """The rolling context summary: `previous` extended with `events`."""
@@ -158,39 +172,93 @@ class Summarizer:
         self._spawn(session_id)
 
     async def resume_pending(self) -> int:
-        """At start: summaries left pending or running by a stopped process, and sessions a
-        killed process left with unsummarized events, are made now."""
+        """Look for work any instance left: summaries pending (or claimed by an instance that
+        died), sessions a killed process left with unsummarized events and no live lease, and
+        titles left undone. Spawns a task for each (its claim decides who makes it)."""
         statuses = [SummaryStatus.PENDING, SummaryStatus.RUNNING]
         session_ids = await self._store.sessions_with_summary_status(statuses)
         for session_id in await self._store.sessions_with_unsummarized_events():
             await self._store.set_summary_status(session_id, SummaryStatus.PENDING)
             session_ids.append(session_id)
-        for session_id in session_ids:
-            self._spawn(session_id)
-        return len(session_ids)
+        spawned = sum(self._spawn(session_id) for session_id in session_ids)
+        stale = await self._store.sessions_with_stale_titles(stale_after_s=self._claim_timeout_s)
+        for session_id in stale:
+            self._spawn_title(session_id, None)
+        return spawned
+
+    async def poll(self) -> None:
+        """Every `poll_s`, `resume_pending()`, until `stop()`: jobs of any instance get done."""
+        while not self._stopping.is_set():
+            try:
+                async with asyncio.timeout(self._poll_s):
+                    await self._stopping.wait()
+            except TimeoutError:
+                try:
+                    await self.resume_pending()
+                except StoreError as e:
+                    log.warning("could not look for summaries to make: %s", e)
+
+    def stop(self) -> None:
+        """Shutdown: no more polls (jobs running now finish or are handed back)."""
+        self._stopping.set()
 
     def request_title(self, session_id: str, events: Sequence[StoredEvent]) -> None:
         """Name the session from its first exchange, in the background."""
-        self._supervisor.spawn(self._write_title(session_id, events), name=f"title-{session_id}")
+        self._spawn_title(session_id, list(events))
 
-    def _spawn(self, session_id: str) -> None:
-        self._supervisor.spawn(self._summarize(session_id), name=f"summary-{session_id}")
+    def _spawn_title(self, session_id: str, events: list[StoredEvent] | None) -> None:
+        key = f"title-{session_id}"
+        if key not in self._active:
+            self._active.add(key)
+            self._supervisor.spawn(self._write_title(session_id, events), name=key)
+
+    def _spawn(self, session_id: str) -> bool:
+        key = f"summary-{session_id}"
+        if key in self._active:
+            return False
+        self._active.add(key)
+        self._supervisor.spawn(self._summarize(session_id), name=key)
+        return True
 
     async def _summarize(self, session_id: str) -> None:
-        async with self._slots:
-            try:
-                outcome = await self._summarize_now(session_id)
-            except (LLMError, StoreError) as e:
-                log.warning("summary of %s failed: %s", session_id, e)
-                outcome = "failed"
-                await self._mark_failed(session_id)
-        self._metrics.summaries.labels(outcome=outcome).inc()
+        try:
+            async with self._slots:
+                outcome = await self._claimed_summary(session_id)
+        finally:
+            self._active.discard(f"summary-{session_id}")
+        if outcome is not None:
+            self._metrics.summaries.labels(outcome=outcome).inc()
+
+    async def _claimed_summary(self, session_id: str) -> str | None:
+        """Claim the job, then make it; None when another instance (or nobody) had it to do."""
+        try:
+            if not await self._store.claim_summary(session_id, stale_after_s=self._claim_timeout_s):
+                return None
+        except StoreError as e:
+            log.warning("could not claim the summary of %s: %s", session_id, e)
+            return None
+        self._metrics.jobs_claimed.labels(kind="summary").inc()
+        try:
+            return await self._summarize_now(session_id)
+        except (LLMError, StoreError) as e:
+            log.warning("summary of %s failed: %s", session_id, e)
+            await self._mark_failed(session_id)
+            return "failed"
+        except asyncio.CancelledError:
+            # Shutdown: hand the job back at once instead of waiting for the claim to go stale.
+            await self._hand_back(session_id)
+            raise
+
+    async def _hand_back(self, session_id: str) -> None:
+        try:
+            await self._store.set_summary_status(session_id, SummaryStatus.PENDING)
+        except StoreError as e:
+            log.warning("could not hand back the summary of %s: %s", session_id, e)
 
     async def _summarize_now(self, session_id: str) -> str:
         record = await self._store.get_session(session_id)
         if record is None:
             return "gone"
-        await self._store.set_summary_status(session_id, SummaryStatus.RUNNING)
         events = await self._store.list_events(session_id, after_seq=record.summary_seq, limit=None)
         if not events and record.summary is not None:
             # Resumed and left without new events: the summary still holds.
@@ -216,8 +284,20 @@ class Summarizer:
         except StoreError as e:
             log.error("could not mark the summary of %s failed: %s", session_id, e)
 
-    async def _write_title(self, session_id: str, events: Sequence[StoredEvent]) -> None:
-        async with self._slots:
+    async def _write_title(self, session_id: str, events: list[StoredEvent] | None) -> None:
+        try:
+            async with self._slots:
+                await self._claimed_title(session_id, events)
+        finally:
+            self._active.discard(f"title-{session_id}")
+
+    async def _claimed_title(self, session_id: str, events: list[StoredEvent] | None) -> None:
+        try:
+            if not await self._store.claim_title(session_id, stale_after_s=self._claim_timeout_s):
+                return
+            self._metrics.jobs_claimed.labels(kind="title").inc()
+            if events is None:  # taken over from an instance that died: read the first exchange
+                events = await self._store.list_events(session_id, after_seq=0, limit=_TITLE_EVENTS)
             try:
                 title = await summarize_in_parts(
                     self._provider,
@@ -227,9 +307,13 @@ class Summarizer:
                     events=events,
                     window_tokens=self._window_tokens,
                 )
-                await self._store.set_title(session_id, _clean_title(title))
-            except (LLMError, StoreError) as e:
+            except LLMError as e:
+                # The claim goes stale and an instance tries again after the claim timeout.
                 log.warning("title of %s failed: %s", session_id, e)
+                return
+            await self._store.set_title(session_id, _clean_title(title))
+        except StoreError as e:
+            log.warning("title of %s failed: %s", session_id, e)
 
 
 def _clean_title(text: str) -> str:

@@ -90,7 +90,7 @@ async def clear_tables(dsn: str) -> None:
     try:
         await conn.execute(
             "do $$ begin if to_regclass('public.sessions') is not null then "
-            "truncate sessions, session_events, user_profiles; end if; end $$"
+            "truncate sessions, session_events, user_profiles cascade; end if; end $$"
         )
     finally:
         await conn.close()

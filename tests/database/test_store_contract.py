@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from app.database.base import EventRow, SessionCursor, SessionRecord, Store, StoreError
+from app.database.base import (
+    EventRow,
+    LeaseState,
+    SessionCursor,
+    SessionRecord,
+    Store,
+    StoreError,
+)
 from app.database.postgres import PostgresStore
 from app.database.sqlite import SqliteStore
 from app.database.supabase import INSERT_ROWS, PAGE_ROWS, SupabaseStore
@@ -372,3 +379,57 @@ async def test_ping_answers_on_an_open_store_and_not_on_a_closed_one(store: Stor
     await store.close()
     with pytest.raises(StoreError):
         await store.ping()
+
+
+async def test_a_session_lease_has_one_holder_until_released_or_expired(store: Store) -> None:
+    record = session_record()
+    await store.create_session(record)
+    assert await store.acquire_lease(record.id, holder="a", ttl_s=30) is None
+    assert await store.acquire_lease(record.id, holder="a", ttl_s=30) is None  # ours again
+    assert await store.acquire_lease(record.id, holder="b", ttl_s=30) is LeaseState.LIVE
+    await store.mark_lease_closing(record.id, holder="b")  # not b's: no effect
+    assert await store.acquire_lease(record.id, holder="b", ttl_s=30) is LeaseState.LIVE
+    await store.mark_lease_closing(record.id, holder="a")
+    assert await store.acquire_lease(record.id, holder="b", ttl_s=30) is LeaseState.CLOSING
+    assert await store.renew_leases([record.id], holder="b", ttl_s=30) == set()
+    assert await store.renew_leases([record.id], holder="a", ttl_s=-1) == {record.id}
+    # Renewed into the past: expired, as if its instance had died.
+    assert await store.acquire_lease(record.id, holder="b", ttl_s=30) is None
+    await store.release_lease(record.id, holder="a")  # no longer a's: no effect
+    assert await store.acquire_lease(record.id, holder="a", ttl_s=30) is LeaseState.LIVE
+    await store.release_lease(record.id, holder="b")
+    assert await store.acquire_lease(record.id, holder="a", ttl_s=30) is None
+
+
+async def test_a_leased_session_is_not_taken_for_unsummarized(store: Store) -> None:
+    record = session_record()
+    await store.create_session(record)
+    await store.append_events([EventRow(record.id, user_message(1, "hi"))])
+    await store.acquire_lease(record.id, holder="a", ttl_s=30)
+    assert await store.sessions_with_unsummarized_events() == []
+    await store.release_lease(record.id, holder="a")
+    assert await store.sessions_with_unsummarized_events() == [record.id]
+
+
+async def test_a_summary_is_claimed_once_unless_the_claim_is_stale(store: Store) -> None:
+    record = session_record()
+    await store.create_session(record)
+    assert not await store.claim_summary(record.id, stale_after_s=60)  # nothing pending
+    await store.set_summary_status(record.id, SummaryStatus.PENDING)
+    assert await store.claim_summary(record.id, stale_after_s=60)
+    assert not await store.claim_summary(record.id, stale_after_s=60)
+    assert (await fetched(store, record.id)).summary_status is SummaryStatus.RUNNING
+    # A claim older than the bound was left by a dead instance: it can be taken over.
+    assert await store.claim_summary(record.id, stale_after_s=-1)
+
+
+async def test_a_title_is_claimed_once_and_stale_claims_are_listed(store: Store) -> None:
+    record = session_record()
+    await store.create_session(record)
+    assert await store.claim_title(record.id, stale_after_s=60)
+    assert not await store.claim_title(record.id, stale_after_s=60)
+    assert await store.sessions_with_stale_titles(stale_after_s=60) == []
+    assert await store.sessions_with_stale_titles(stale_after_s=-1) == [record.id]
+    await store.set_title(record.id, "Named")
+    assert not await store.claim_title(record.id, stale_after_s=-1)
+    assert await store.sessions_with_stale_titles(stale_after_s=-1) == []

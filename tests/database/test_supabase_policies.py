@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from app.database.migrations import latest_version
 from tests.database.conftest import SCHEMA_SQL, connect_admin, run_sync, throwaway_database
 
 POLICIES_SQL = Path(__file__).resolve().parents[2] / "supabase" / "policies.sql"
@@ -73,7 +74,7 @@ def supabase_like() -> Iterator[str]:
 async def conn(supabase_like: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(supabase_like, timeout=5)
     try:
-        await connection.execute("truncate sessions, session_events")
+        await connection.execute("truncate sessions, session_events cascade")
         yield connection
     finally:
         await connection.close()
@@ -161,4 +162,6 @@ async def test_the_service_role_sees_every_session(conn: asyncpg.Connection) -> 
     await as_role(conn, "service_role")
     owners = {row["owner"] for row in await conn.fetch("select owner from sessions")}
     assert owners == {USER_A, USER_B}
-    assert await conn.fetchval("select max(version) from schema_version") == 2
+    assert await conn.fetchval("select max(version) from schema_version") == latest_version(
+        "postgres"
+    )

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 SERVICE_KEY = "test-service-role-key"
-TABLES = ("sessions", "session_events", "user_profiles", "schema_version")
+TABLES = ("sessions", "session_events", "user_profiles", "schema_version", "session_leases")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _RESERVED_PARAMS = {"select", "order", "limit", "offset", "on_conflict", "columns", "or"}
@@ -59,7 +59,15 @@ EXPECTATIONS: dict[tuple[str, str], Expectation] = {
         prefer=frozenset({"return=minimal", "resolution=merge-duplicates"}),
         params={"on_conflict": "user_id"},
     ),
-    ("PATCH", "sessions"): Expectation(prefer=frozenset({"return=minimal"}), filtered=True),
+    # Plain updates answer nothing; job claims ask for the rows their condition let through.
+    ("PATCH", "sessions"): Expectation(filtered=True),
+    ("POST", "session_leases"): Expectation(
+        prefer=frozenset({"return=representation", "resolution=ignore-duplicates"}),
+        params={"on_conflict": "session_id"},
+        max_rows=1,
+    ),
+    ("PATCH", "session_leases"): Expectation(filtered=True),
+    ("DELETE", "session_leases"): Expectation(filtered=True),
     ("DELETE", "sessions"): Expectation(filtered=True),
 }
 

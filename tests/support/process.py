@@ -15,6 +15,9 @@ from tests.support.server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _START_TIMEOUT_S = 20.0
+# What a killed process left (its leases, its claimed jobs) is taken over within a test's waits;
+# a test may set its own.
+_FAST_TIMERS = {"LEASE_TTL_S": "2", "SUMMARY_POLL_S": "0.25", "SUMMARY_CLAIM_TIMEOUT_S": "2"}
 
 
 class ServerProcess:
@@ -22,7 +25,7 @@ class ServerProcess:
 
     def __init__(self, env: dict[str, str], workdir: Path) -> None:
         self.port = free_port()
-        self._env = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
+        self._env = {**os.environ, **_FAST_TIMERS, **env, "PYTHONPATH": str(REPO_ROOT)}
         # A separate working directory: a developer's own .env must not leak in.
         self._workdir = workdir
         self._process: subprocess.Popen[bytes] | None = None
@@ -53,6 +56,13 @@ class ServerProcess:
             except httpx.TransportError:
                 time.sleep(0.05)  # polling a condition with a deadline
         raise RuntimeError(f"the server did not start: {self.log.read_text()}")
+
+    def rss_mib(self) -> float:
+        """The server process's resident memory."""
+        assert self._process is not None
+        with open(f"/proc/{self._process.pid}/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def signal(self, number: int) -> None:
         assert self._process is not None

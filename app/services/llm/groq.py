@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
 import groq
 import httpx
-from groq.types.chat import ChatCompletionChunk
-from pydantic import JsonValue
 
 from app.protocol import ErrorCode
 from app.services.llm.base import (
@@ -18,15 +17,18 @@ from app.services.llm.base import (
     LLMError,
     LLMEvent,
     StatusListener,
-    TextDelta,
+    ToolCallRequest,
     ToolDefinition,
 )
 from app.services.llm.chat_wire import (
-    ToolCallAssembler,
     error_details,
     stream_error_status,
     upstream_code,
 )
+from app.services.llm.failed_generation import recover_tool_calls
+from app.services.llm.sse import chat_events, sse_data
+
+log = logging.getLogger(__name__)
 
 
 def _upstream_code(error: groq.APIError) -> str | None:
@@ -104,9 +106,11 @@ def _translated_errors() -> Iterator[None]:
         raise translate_error(e) from e
 
 
-def _usage(chunk: ChatCompletionChunk) -> dict[str, JsonValue] | None:
-    usage = chunk.usage or (chunk.x_groq.usage if chunk.x_groq else None)
-    return cast(dict[str, JsonValue], usage.model_dump(exclude_none=True)) if usage else None
+def _recovered_calls(error: groq.APIError) -> list[ToolCallRequest]:
+    details = error_details(error.body)
+    if details.get("code") != "tool_use_failed":
+        return []
+    return recover_tool_calls(details.get("failed_generation"))
 
 
 class GroqProvider:
@@ -147,39 +151,32 @@ class GroqProvider:
     ) -> AsyncGenerator[LLMEvent, None]:
         chosen = model or self._model
         with _translated_errors():
-            options: dict[str, Any] = {"tools": list(tools)} if tools else {}
-            upstream = await self._client.chat.completions.create(
-                model=chosen,
-                messages=cast(Any, list(messages)),
-                max_completion_tokens=self._max_completion_tokens,
-                stream=True,
-                **options,
-            )
-            # Closing the SDK stream closes the HTTP response: Groq sees the disconnect and stops.
-            async with upstream:
-                async for event in self._events(upstream, chosen):
+            try:
+                async for event in self._stream_once(messages, tools, chosen):
                     yield event
+            except groq.APIError as e:
+                # Groq could not parse the model's tool call: run it when its raw text is one.
+                recovered = _recovered_calls(e)
+                if not recovered:
+                    raise
+                log.info("recovered %d tool call(s) from tool_use_failed", len(recovered))
+                for call in recovered:
+                    yield call
+                yield Finished(finish_reason="tool_calls", usage=None, model=chosen)
 
-    async def _events(
-        self, upstream: groq.AsyncStream[ChatCompletionChunk], model: str
+    async def _stream_once(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition], model: str
     ) -> AsyncGenerator[LLMEvent, None]:
-        calls = ToolCallAssembler()
-        finish_reason: str | None = None
-        usage: dict[str, JsonValue] | None = None
-        async for chunk in upstream:
-            if chunk.x_groq is not None and chunk.x_groq.error:
-                raise LLMError(ErrorCode.LLM_UNAVAILABLE, f"Groq stopped: {chunk.x_groq.error}")
-            usage = _usage(chunk) or usage
-            for choice in chunk.choices[:1]:
-                delta = choice.delta
-                if delta.content:
-                    yield TextDelta(delta.content)
-                for tool_delta in delta.tool_calls or ():
-                    calls.add(tool_delta)
-                finish_reason = choice.finish_reason or finish_reason
-        if finish_reason is None:
-            # The body ended without a final chunk: the answer is incomplete, not finished.
-            raise LLMError(ErrorCode.LLM_UNAVAILABLE, "Groq's stream ended early", retryable=True)
-        for call in calls.finish():
-            yield call
-        yield Finished(finish_reason=finish_reason, usage=usage, model=model)
+        options: dict[str, Any] = {"tools": list(tools)} if tools else {}
+        # The SDK sends, retries and maps error answers; the 200 body is read by our lean parser.
+        # Leaving the block closes the HTTP response: Groq sees the disconnect and stops.
+        async with self._client.chat.completions.with_streaming_response.create(
+            model=model,
+            messages=cast(Any, list(messages)),
+            max_completion_tokens=self._max_completion_tokens,
+            stream=True,
+            **options,
+        ) as response:
+            chunks = sse_data(response.iter_lines(), response.http_request)
+            async for event in chat_events(chunks, model):
+                yield event
