@@ -74,6 +74,11 @@ async def test_soak_many_sessions_zero_errors_flat_memory_events_once(
         await _assert_stored_once(database, tally)
     finally:
         server.stop()
+    exchanges = sum(tally.exchanges.values())
+    print(
+        f"soak: {SESSIONS} sessions, {exchanges} exchanges in {SECONDS:g} s, server RSS "
+        f"{warm_rss:.1f} MiB after warm-up, {end_rss:.1f} MiB at the end"
+    )
     assert tally.failures == []
     assert len(tally.exchanges) == SESSIONS
     assert min(tally.exchanges.values()) >= 1
