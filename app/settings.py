@@ -94,8 +94,12 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
     # Auth
-    auth_mode: Literal["none", "api_key"] = "none"
+    auth_mode: Literal["none", "api_key", "supabase"] = "none"
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # AUTH_MODE=supabase: HS256 tokens of older projects; asymmetric ones use the JWKS.
+    supabase_jwt_secret: SecretStr | None = None
+    # Unset = {SUPABASE_URL}/auth/v1/.well-known/jwks.json.
+    supabase_jwks_url: str | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # `json`: one JSON object a line with session_id and response_id; `text`: for humans.
@@ -163,7 +167,8 @@ class Settings(BaseSettings):
         if self.database_url is None and (self.supabase_url is None) != (self.supabase_key is None):
             raise ValueError(
                 "SUPABASE_URL and SUPABASE_KEY go together: set both (the key is the project's "
-                "service role / secret key), or neither"
+                "service role / secret key), or neither (AUTH_MODE=supabase with another store: "
+                "set DATABASE_URL)"
             )
         if self.database_pool_min > self.database_pool_max:
             raise ValueError("DATABASE_POOL_MIN must not exceed DATABASE_POOL_MAX")
@@ -182,6 +187,32 @@ class Settings(BaseSettings):
             raise ValueError("AUTH_MODE=api_key needs at least one key in API_KEYS")
         return self
 
+    @field_validator("supabase_jwt_secret", "supabase_jwks_url", mode="before")
+    @classmethod
+    def _blank_jwt_setting_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("supabase_jwks_url")
+    @classmethod
+    def _jwks_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("SUPABASE_JWKS_URL must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _issuer_when_supabase_auth(self) -> Settings:
+        # The issuer ({SUPABASE_URL}/auth/v1) is checked on every token, whatever signs it.
+        if self.auth_mode == "supabase" and self.supabase_url is None:
+            raise ValueError(
+                "AUTH_MODE=supabase needs SUPABASE_URL (https://<project-ref>.supabase.co): "
+                "tokens must come from its /auth/v1"
+            )
+        return self
+
+    def jwks_url(self) -> str:
+        """Where the project's public signing keys are (SUPABASE_JWKS_URL, else SUPABASE_URL's)."""
+        return self.supabase_jwks_url or f"{self.supabase_url}/auth/v1/.well-known/jwks.json"
+
     def store_kind(self) -> Literal["sqlite", "postgresql", "supabase"]:
         """Which store the settings select (DATABASE_URL, else Supabase, else SQLite)."""
         if self.database_url is not None:
@@ -190,7 +221,13 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, so that logging can redact them."""
-        secrets = [self.groq_api_key, self.openai_api_key, self.supabase_key, *self.api_keys]
+        secrets = [
+            self.groq_api_key,
+            self.openai_api_key,
+            self.supabase_key,
+            self.supabase_jwt_secret,
+            *self.api_keys,
+        ]
         return [secret.get_secret_value() for secret in secrets if secret is not None]
 
     def sqlite_path(self) -> str:

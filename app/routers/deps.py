@@ -27,10 +27,10 @@ def bearer_token(authorization: str | None, query_token: str | None) -> str | No
     return query_token
 
 
-def get_owner(request: Request, runtime: RuntimeDep) -> str | None:
+async def get_owner(request: Request, runtime: RuntimeDep) -> str | None:
     token = bearer_token(request.headers.get("authorization"), request.query_params.get("token"))
     try:
-        return runtime.auth.owner_of(token)
+        return await runtime.auth.owner_of(token)
     except Unauthorized as e:
         raise HTTPException(
             status_code=401, detail=str(e), headers={"WWW-Authenticate": "Bearer"}

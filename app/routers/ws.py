@@ -123,7 +123,7 @@ def parse_after_seq(raw: str | None) -> int:
     return int(raw)
 
 
-def authorize(websocket: WebSocket, runtime: Runtime) -> str | None:
+async def authorize(websocket: WebSocket, runtime: Runtime) -> str | None:
     if not origin_allowed(
         websocket.headers.get("origin"),
         websocket.headers.get("host"),
@@ -134,7 +134,7 @@ def authorize(websocket: WebSocket, runtime: Runtime) -> str | None:
         websocket.headers.get("authorization"), websocket.query_params.get("token")
     )
     try:
-        return runtime.auth.owner_of(token)
+        return await runtime.auth.owner_of(token)
     except Unauthorized as e:
         raise Refusal(ErrorCode.UNAUTHORIZED, str(e)) from e
 
@@ -153,7 +153,7 @@ async def chat_socket(websocket: WebSocket) -> None:
     await websocket.accept()
     sink = WebSocketSink(websocket, send_timeout_s=runtime.settings.ws_send_timeout_s)
     try:
-        owner = authorize(websocket, runtime)
+        owner = await authorize(websocket, runtime)
         after_seq = parse_after_seq(websocket.query_params.get("after_seq"))
         session_id = websocket.query_params.get("session_id") or None
         conversation, ready = await runtime.hub.connect(

@@ -12,7 +12,7 @@ from typing import Any
 
 from app.database.base import Store
 from app.database.factory import create_store
-from app.services.auth import Authenticator
+from app.services.auth import Authenticator, create_authenticator
 from app.services.context import ContextBudget, context_window_of
 from app.services.conversation import ConversationDeps
 from app.services.event_writer import EventWriter
@@ -110,7 +110,7 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
         summarizer,
         hub,
         SessionDirectory(store, hub),
-        Authenticator(mode=settings.auth_mode, api_keys=settings.api_keys),
+        create_authenticator(settings),
         leases,
     )
     resumed = await summarizer.resume_pending()
@@ -163,4 +163,5 @@ async def stop_runtime(runtime: Runtime) -> None:
     await runtime.supervisor.shutdown(grace_s=runtime.settings.shutdown_grace_s)
     await runtime.writer.close()
     await runtime.provider.aclose()
+    await runtime.auth.aclose()
     await runtime.store.close()
