@@ -16,8 +16,8 @@ from app.database.migrations import latest_version, migrations, render_schema_sq
 from app.database.postgres import PostgresStore
 from app.database.sqlite import SqliteStore
 from app.protocol import StoredEvent, UserMessageEvent
+from tests.database.builders import T0, assistant_message, rows_of, user_message
 from tests.database.conftest import SCHEMA_SQL, connect_admin, dsn_of
-from tests.database.test_store_contract import T0, assistant_message, rows_of, user_message
 
 SESSION_ID = str(uuid.uuid4())
 V1_EVENTS: list[StoredEvent] = [user_message(1, "kept"), assistant_message(2, "also kept")]

@@ -6,25 +6,15 @@ The behaviour every store shares is tested once, on all three stores, in test_st
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from app.database.base import EventRow, SessionRecord
 from app.database.migrations import latest_version
 from app.database.sqlite import SqliteStore
-from app.protocol import (
-    AssistantMessageEvent,
-    ResponseStatus,
-    StoredEvent,
-    UserMessageEvent,
-)
-
-T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+from tests.database.builders import assistant_message, rows_of, session_record, user_message
 
 
 @pytest.fixture
@@ -38,40 +28,6 @@ async def store(db_path: str) -> AsyncIterator[SqliteStore]:
     await opened.open()
     yield opened
     await opened.close()
-
-
-def session_record(
-    *, at: datetime = T0, owner: str | None = None, session_id: str | None = None
-) -> SessionRecord:
-    return SessionRecord(
-        id=session_id or str(uuid.uuid4()), created_at=at, updated_at=at, model="m", owner=owner
-    )
-
-
-def user_message(seq: int, text: str, *, message_id: str | None = None) -> UserMessageEvent:
-    return UserMessageEvent(
-        seq=seq,
-        created_at=T0 + timedelta(seconds=seq),
-        id=message_id or f"msg-{seq}",
-        text=text,
-    )
-
-
-def assistant_message(seq: int, text: str) -> AssistantMessageEvent:
-    return AssistantMessageEvent(
-        seq=seq,
-        created_at=T0 + timedelta(seconds=seq),
-        response_id=f"resp-{seq}",
-        status=ResponseStatus.COMPLETED,
-        text=text,
-        finish_reason="stop",
-        usage={"completion_tokens": 1},
-        model="m",
-    )
-
-
-def rows_of(session_id: str, *events: StoredEvent) -> list[EventRow]:
-    return [EventRow(session_id, event) for event in events]
 
 
 def raw_count(path: str, sql: str, *params: object) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -25,18 +25,21 @@ from app.database.postgres import PostgresStore
 from app.database.sqlite import SqliteStore
 from app.database.supabase import INSERT_ROWS, PAGE_ROWS, SupabaseStore
 from app.protocol import (
-    AssistantMessageEvent,
-    ResponseStatus,
     StoredEvent,
     SummaryStatus,
-    ToolCallEvent,
-    ToolResultEvent,
-    UserMessageEvent,
+)
+from tests.database.builders import (
+    T0,
+    assistant_message,
+    rows_of,
+    session_record,
+    tool_call,
+    tool_result,
+    user_message,
 )
 from tests.database.conftest import clear_tables
 from tests.fakes.postgrest_server import FakePostgrest
 
-T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 KINDS = ["sqlite", "postgresql", "supabase"]
 
 
@@ -57,60 +60,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await clear_tables(dsn)
     yield opened
     await opened.close()
-
-
-def session_record(
-    *, at: datetime = T0, owner: str | None = None, session_id: str | None = None
-) -> SessionRecord:
-    return SessionRecord(
-        id=session_id or str(uuid.uuid4()), created_at=at, updated_at=at, model="m", owner=owner
-    )
-
-
-def user_message(seq: int, text: str, *, message_id: str | None = None) -> UserMessageEvent:
-    return UserMessageEvent(
-        seq=seq, created_at=T0 + timedelta(seconds=seq), id=message_id or f"msg-{seq}", text=text
-    )
-
-
-def assistant_message(seq: int, text: str) -> AssistantMessageEvent:
-    return AssistantMessageEvent(
-        seq=seq,
-        created_at=T0 + timedelta(seconds=seq),
-        response_id=f"resp-{seq}",
-        status=ResponseStatus.COMPLETED,
-        text=text,
-        finish_reason="stop",
-        usage={"completion_tokens": 1, "total_tokens": 3},
-        model="m",
-    )
-
-
-def tool_call(seq: int) -> ToolCallEvent:
-    return ToolCallEvent(
-        seq=seq,
-        created_at=T0 + timedelta(seconds=seq),
-        response_id="resp-t",
-        call_id="call-1",
-        name="calculate",
-        arguments={"expression": "1+1", "nested": {"list": [1, 2.5, None, "x"]}},
-    )
-
-
-def tool_result(seq: int) -> ToolResultEvent:
-    return ToolResultEvent(
-        seq=seq,
-        created_at=T0 + timedelta(seconds=seq),
-        response_id="resp-t",
-        call_id="call-1",
-        name="calculate",
-        ok=True,
-        result=2,
-    )
-
-
-def rows_of(session_id: str, *events: StoredEvent) -> list[EventRow]:
-    return [EventRow(session_id, event) for event in events]
 
 
 async def created(store: Store, **options: object) -> SessionRecord:

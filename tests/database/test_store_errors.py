@@ -19,8 +19,8 @@ from app.database.supabase import SupabaseStore
 from app.services.runtime import start_runtime
 from app.settings import Settings
 from tests.conftest import StartServer
+from tests.database.builders import rows_of, session_record, user_message
 from tests.database.conftest import clear_tables, connect_admin, dsn_of, run_sync
-from tests.database.test_store_contract import rows_of, session_record, user_message
 from tests.fakes.postgrest_server import FakePostgrest
 from tests.support.waiting import wait_until
 
