@@ -1,11 +1,12 @@
-# The two commands of the Quick start: `make run` and `make test`.
+# The two commands of the Quick start: `make run` and `make test`; `make bench` and `make soak`
+# measure.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format clean bench
+.PHONY: install run test lint format clean bench soak
 
 install: $(VENV)/.installed $(VENV)/.installed-local
 
@@ -39,8 +40,16 @@ $(VENV)/.installed-bench: requirements-bench.txt | $(VENV)/.installed
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.run
 
+# The timed soak (bench/soak.py, about 80 s): SOAK_SECONDS of SOAK_SESSIONS talking sessions; zero
+# errors, every exchange stored once, and the server's memory flat after warm-up.
+soak: $(VENV)/.installed
+	$(BIN)/python -m bench.soak
+
+# The whole suite, and no test may skip: scripts/test-services.sh first starts or installs what
+# the tests need besides .venv (PostgreSQL, Chromium), or stops saying exactly what is missing.
 test: install
-	$(BIN)/python -m pytest
+	bash scripts/test-services.sh
+	REQUIRE_ALL_TESTS=1 $(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .

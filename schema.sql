@@ -1,4 +1,4 @@
--- PostgreSQL / Supabase schema, version 3. GENERATED from app/database/migrations/postgres/
+-- PostgreSQL / Supabase schema, version 4. GENERATED from app/database/migrations/postgres/
 -- by `python -m app.database.migrations > schema.sql`; edit the migrations, not this file.
 --
 -- Applies cleanly to an empty plain PostgreSQL (13+), and upgrades an older one in place: every
@@ -135,3 +135,121 @@ create index if not exists sessions_title_todo_idx on sessions (title_status)
 
 insert into schema_version (version)
 select 3 where not exists (select 1 from schema_version where version = 3);
+
+-- ---------------------------------------------------- 0004_fenced_writers_and_jobs
+-- Version 4: fenced writers and fenced jobs.
+--
+-- A lease row now outlives its holdings: releasing it sets `state = 'free'`, and every
+-- acquisition increments `epoch`. An event write names the lease (holder, epoch) it was made
+-- under; `append_session_events` refuses it unless that is the session's current holding, so a
+-- writer that lost its lease (taken over after an outage, released, session deleted) can never
+-- store an event again, even on the same instance.
+alter table session_leases add column if not exists epoch bigint not null default 0;
+alter table session_leases drop constraint if exists session_leases_state_check;
+alter table session_leases add constraint session_leases_state_check
+    check (state in ('live', 'closing', 'free'));
+
+-- Summary and title jobs: a claim carries a token (checked by every write of the job's outcome)
+-- and the claiming instance (so its successor hands its jobs back at once after a crash); a
+-- failed job is retried after `*_retry_at`, a bounded number of times.
+alter table sessions add column if not exists summary_claim text;
+alter table sessions add column if not exists summary_claimed_by text;
+alter table sessions add column if not exists summary_attempts integer not null default 0;
+alter table sessions add column if not exists summary_retry_at timestamptz;
+alter table sessions add column if not exists title_claim text;
+alter table sessions add column if not exists title_claimed_by text;
+alter table sessions add column if not exists title_attempts integer not null default 0;
+alter table sessions add column if not exists title_retry_at timestamptz;
+drop index if exists sessions_summary_todo_idx;
+create index if not exists sessions_summary_todo_idx on sessions (summary_status)
+    where summary_status in ('pending', 'running', 'failed');
+
+-- `now() + ttl` in one spelling that SQLite shares (the SQLite store defines the same function).
+create or replace function public.seconds_from_now(seconds double precision)
+returns timestamptz language sql stable set search_path = '' as $$
+    select now() + make_interval(secs => seconds)
+$$;
+
+-- The rows of an append, as sent: a JSON array of objects with the event columns and the
+-- writer's lease (`writer`, `writer_epoch`).
+create or replace function public.session_events_in(events jsonb)
+returns table (
+    session_id uuid, seq integer, type text, message_id text, created_at timestamptz,
+    data jsonb, writer text, writer_epoch bigint
+) language sql immutable set search_path = '' as $$
+    select * from jsonb_to_recordset(events) as t(
+        session_id uuid, seq integer, type text, message_id text, created_at timestamptz,
+        data jsonb, writer text, writer_epoch bigint
+    )
+$$;
+
+-- The writers' holdings named by an append, one row per (session, holder, epoch).
+create or replace function public.session_event_writers(events jsonb)
+returns table (session_id uuid, writer text, writer_epoch bigint)
+language sql immutable set search_path = '' as $$
+    select distinct (e->>'session_id')::uuid, e->>'writer', (e->>'writer_epoch')::bigint
+    from jsonb_array_elements(events) e
+$$;
+
+-- One fenced, atomic, idempotent append (used by the PostgreSQL store and, over REST as
+-- /rpc/append_session_events, by the Supabase store):
+-- - every row must come from its session's current holding, else SQLSTATE RT412 (the writer's
+--   lease is lost) and nothing is stored; rows already stored exactly as given are exempt (a
+--   retry, or a replay after the lease was released);
+-- - rows identical to stored ones are skipped; a row whose (session, seq) or message id is
+--   taken by a different event: RT409, nothing is stored.
+-- The leases are locked (share) first: a takeover waits for this write to commit, then reads it.
+-- The common case costs the lock, one fence check and one insert.
+create or replace function public.append_session_events(events jsonb)
+returns void language plpgsql set search_path = '' as $$
+declare
+    inserted integer;
+begin
+    perform 1 from public.session_leases l
+    where l.session_id in (select w.session_id from public.session_event_writers(events) w)
+    order by l.session_id
+    for share;
+
+    if exists (
+        select 1 from public.session_event_writers(events) w
+        where not exists (
+            select 1 from public.session_leases l
+            where l.session_id = w.session_id and l.holder = w.writer
+                and l.epoch = w.writer_epoch and l.state <> 'free'
+        )
+    ) and exists (
+        select 1 from public.session_events_in(events) i
+        where not exists (
+            select 1 from public.session_leases l
+            where l.session_id = i.session_id and l.holder = i.writer
+                and l.epoch = i.writer_epoch and l.state <> 'free'
+        ) and not exists (
+            select 1 from public.session_events e
+            where e.session_id = i.session_id and e.seq = i.seq and e.data = i.data
+        )
+    ) then
+        raise exception using errcode = 'RT412',
+            message = 'the writer of a session in this batch does not hold its lease';
+    end if;
+
+    insert into public.session_events (session_id, seq, type, message_id, created_at, data)
+    select i.session_id, i.seq, i.type, i.message_id, i.created_at, i.data
+    from public.session_events_in(events) i
+    on conflict do nothing;
+    get diagnostics inserted = row_count;
+    -- Fewer rows than given: the others were stored already, as retries or as conflicts.
+    if inserted < jsonb_array_length(events) and exists (
+        select 1 from public.session_events_in(events) i
+        where not exists (
+            select 1 from public.session_events e
+            where e.session_id = i.session_id and e.seq = i.seq and e.data = i.data
+        )
+    ) then
+        raise exception using errcode = 'RT409',
+            message = 'a different event is already stored at one of these seqs or message ids';
+    end if;
+end;
+$$;
+
+insert into schema_version (version)
+select 4 where not exists (select 1 from schema_version where version = 4);

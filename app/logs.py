@@ -6,6 +6,7 @@ import contextvars
 import logging
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -17,6 +18,10 @@ response_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 # Credentials travel in query strings (`?token=`) and headers (`Bearer …`): never log them.
+# A query parameter's name is judged once percent-decoded (and `+` read as a space), as Starlette
+# reads it: `?%74oken=…` is accepted as `token` and must be redacted as one.
+_QUERY_PARAMETER = re.compile(r"(?P<lead>[?&])(?P<name>[^=&?#\s\"']+)=(?P<value>[^&#\s\"']+)")
+_CREDENTIAL_NAME = re.compile(r"(?i)(token|api[\s_-]?key)$")
 _TOKEN_PATTERNS = (
     re.compile(r"(?i)(token=)[^&\s\"']+"),
     re.compile(r"(?i)(bearer\s+)[^\s\"']+"),
@@ -36,6 +41,7 @@ class RedactSecrets(logging.Filter):
     def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
+        text = _QUERY_PARAMETER.sub(_redact_credential_parameter, text)
         for pattern in _TOKEN_PATTERNS:
             text = pattern.sub(rf"\g<1>{REDACTED}", text)
         return text
@@ -48,6 +54,12 @@ class RedactSecrets(logging.Filter):
         if isinstance(record.args, tuple):
             record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in record.args)
         return True
+
+
+def _redact_credential_parameter(match: re.Match[str]) -> str:
+    if not _CREDENTIAL_NAME.search(unquote_plus(match["name"]).strip()):
+        return match[0]
+    return f"{match['lead']}{match['name']}={REDACTED}"
 
 
 class JsonFormatter(logging.Formatter):

@@ -5,15 +5,30 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.database.base import StoreError
 from app.logs import configure_logging
 from app.routers import health, page, sessions, ws
+from app.routers.hosts import AllowedHostsMiddleware
 from app.routers.page import STATIC_DIR
 from app.services.runtime import drain_on_signals, start_runtime, stop_runtime
 from app.services.tools import DEFAULT_TOOLS, ToolFunction
 from app.settings import Settings, load_settings
+
+# Seconds a client is told to wait before trying a request the store could not answer.
+STORE_RETRY_AFTER_S = 2
+
+
+async def store_unavailable(request: Request, error: Exception) -> JSONResponse:
+    """A REST request the store could not answer: 503 and when to try again, never a 500."""
+    return JSONResponse(
+        {"detail": "the store is unavailable; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
 
 
 def create_app(
@@ -46,6 +61,8 @@ def create_app(
         # output schema would otherwise lose its fields.
         separate_input_output_schemas=False,
     )
+    app.add_exception_handler(StoreError, store_unavailable)
+    app.add_middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
     app.include_router(ws.router)
     app.include_router(sessions.router)
     app.include_router(health.router)

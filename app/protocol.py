@@ -44,6 +44,10 @@ class ErrorCode(StrEnum):
     LLM_ERROR = "llm_error"
     TOOL_ROUNDS_EXCEEDED = "tool_rounds_exceeded"
     INTERNAL_ERROR = "internal_error"
+    # Version 1.1: the store did not confirm in time (retryable; nothing was acknowledged).
+    STORE_UNAVAILABLE = "store_unavailable"
+    # An addition to version 1: the credentials could not be checked now (retryable).
+    AUTH_UNAVAILABLE = "auth_unavailable"
 
 
 class CloseCode:
@@ -52,6 +56,8 @@ class CloseCode:
     GOING_AWAY = 1001
     POLICY_VIOLATION = 1008
     TOO_LARGE = 1009
+    # A retryable refusal (the store or the key endpoint does not answer): reconnect shortly.
+    TRY_AGAIN_LATER = 1013
     INVALID_REQUEST = 4400
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403

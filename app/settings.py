@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -13,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_GROQ_MODEL = "openai/gpt-oss-120b"
 DEFAULT_SUMMARY_MODEL = "openai/gpt-oss-20b"
 DEFAULT_SQLITE_URL = "sqlite:///./data/app.db"
+# The names a browser uses for a server on this machine; production lists its own domain.
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "::1")
 _DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant in a realtime chat. Answer clearly and concisely. "
@@ -25,6 +28,32 @@ def _split_list(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def _allowed_host(entry: str) -> str:
+    """An ALLOWED_HOSTS entry as it is matched: lowercase, IPv6 without brackets."""
+    name = entry.lower().removeprefix("[").removesuffix("]").removesuffix(".")
+    if name == "*" or (name.startswith("*.") and _is_host_name(name[2:])):
+        return name
+    if _is_host_name(name) or _is_ip_address(name):
+        return name
+    raise ValueError(
+        f"ALLOWED_HOSTS takes host names without scheme or port, like chat.example.com, "
+        f"*.example.com or ::1 (got {entry!r})"
+    )
+
+
+def _is_host_name(name: str) -> bool:
+    labels = name.split(".")
+    return all(label and all(c.isalnum() or c in "-_" for c in label) for label in labels)
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -77,12 +106,21 @@ class Settings(BaseSettings):
     max_messages_per_minute: int = Field(default=120, ge=1)
     resume_wait_s: float = Field(default=30.0, gt=0)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Host names the `Host` header may carry (DNS rebinding); `*` = any; ports are ignored.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ALLOWED_HOSTS)
+    )
 
     # Background work and writes
     write_flush_ms: float = Field(default=20.0, ge=0)
     write_batch_max: int = Field(default=500, ge=1)
     # Events held while the store is unreachable; at the bound new messages are refused.
     write_buffer_max: int = Field(default=10_000, ge=1)
+    # A user message not committed within this is answered `store_unavailable` (retryable).
+    store_commit_timeout_s: float = Field(default=5.0, gt=0)
+    # Local state of this server: per-process slots, and the spill file of events the store
+    # could not take at shutdown (replayed at the next start).
+    state_dir: str = "./data"
     summary_concurrency: int = Field(default=2, ge=1)
     # Several instances on one database: a session's lease expires this long after its
     # instance stopped renewing it (died); renewed every third of it.
@@ -91,6 +129,8 @@ class Settings(BaseSettings):
     summary_poll_s: float = Field(default=10.0, gt=0)
     # A summary or title claimed this long ago and not finished was left by an instance that died.
     summary_claim_timeout_s: float = Field(default=120.0, gt=0)
+    # First wait before a failed summary or title is tried again (doubling, five tries in all).
+    summary_retry_s: float = Field(default=5.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
     # Auth
@@ -106,8 +146,15 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
 
     _split_origins = field_validator(
-        "allowed_origins", "api_keys", "groq_fallback_models", mode="before"
+        "allowed_origins", "allowed_hosts", "api_keys", "groq_fallback_models", mode="before"
     )(_split_list)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names_only(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("ALLOWED_HOSTS must name at least one host (or * for any)")
+        return [_allowed_host(entry) for entry in value]
 
     @field_validator("groq_api_key", "groq_base_url", mode="before")
     @classmethod

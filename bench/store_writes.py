@@ -2,9 +2,10 @@
 
 Each store gets fresh storage (a SQLite file in a temporary folder; a throwaway PostgreSQL
 database; the fake Supabase REST API over another throwaway database), SESSIONS sessions, and
-events written through `Store.append_events` in batches of each size, one batch at a time, as the
-EventWriter does. PostgreSQL comes from BENCH_DATABASE_URL (a role that may create databases;
-default: the machine's server at 127.0.0.1:5432); without one the PostgreSQL rows are skipped.
+events written through `store.events.append` (fenced: each session's lease is taken first) in
+batches of each size, one batch at a time, as the EventWriter does. PostgreSQL comes from
+BENCH_DATABASE_URL (a role that may create databases; default: the machine's server at
+127.0.0.1:5432); without one the PostgreSQL rows are skipped.
 The Supabase row measures our REST path against a local fake, not Supabase's network latency.
 """
 
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from app.database.base import EventRow, SessionRecord, Store
+from app.database.base import EventRow, Lease, SessionRecord, Store
 from app.database.postgres import PostgresStore
 from app.database.sqlite import SqliteStore
 from app.database.supabase import SupabaseStore
@@ -53,18 +54,22 @@ def _event(seq: int, at: datetime) -> AssistantMessageEvent:
 async def measure(store: Store, *, batch: int, total: int) -> float:
     """Events per second for `total` events written `batch` at a time over SESSIONS sessions."""
     now = datetime.now(UTC)
-    ids = [str(uuid.uuid4()) for _ in range(SESSIONS)]
-    for session_id in ids:
-        await store.create_session(SessionRecord(session_id, now, now, "bench-model"))
+    leases = []
+    for _ in range(SESSIONS):
+        session_id = str(uuid.uuid4())
+        await store.sessions.create(SessionRecord(session_id, now, now, "bench-model"))
+        lease = await store.leases.acquire(session_id, holder="bench", ttl_s=600)
+        assert isinstance(lease, Lease)
+        leases.append(lease)
     per_session = total // SESSIONS
     rows = [
-        EventRow(session_id, _event(seq, now + timedelta(microseconds=seq)))
+        EventRow(lease, _event(seq, now + timedelta(microseconds=seq)))
         for seq in range(1, per_session + 1)
-        for session_id in ids
+        for lease in leases
     ]
     started = time.perf_counter()
     for start in range(0, len(rows), batch):
-        await store.append_events(rows[start : start + batch])
+        await store.events.append(rows[start : start + batch])
     return len(rows) / (time.perf_counter() - started)
 
 

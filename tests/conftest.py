@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,34 +13,13 @@ from app.settings import Settings
 from tests.fakes.groq_server import FakeGroq, text_reply
 from tests.support.server import RunningServer
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# The guards (tests/support/guard_plugin.py) fail any test that tries a real network call,
+# blocks an event loop or leaks a task, and any skip where every test must run (`NO_SKIPS`);
+# pytester runs the guards' own tests.
+pytest_plugins = ("pytester", "tests.support.guard_plugin")
+
 
 StartServer = Callable[..., RunningServer]
-
-
-def _is_local(address: Any) -> bool:
-    if isinstance(address, str):  # a Unix socket path
-        return True
-    host = address[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any test that tries to reach beyond this machine (a real Groq call, say)."""
-    real_connect = socket.socket.connect
-
-    def guarded_connect(self: socket.socket, address: Any) -> None:
-        if not _is_local(address):
-            raise AssertionError(f"test tried a real network call to {address!r}")
-        real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
 
 
 BACKGROUND_SUMMARY_MODEL = "background-summary-model"
@@ -67,6 +43,7 @@ def make_settings(tmp_path: Path, fake_groq: FakeGroq) -> Callable[..., Settings
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": f"sqlite:///{tmp_path / 'app.db'}",
+            "state_dir": str(tmp_path / "state"),
             # Explicit, so a test never picks the local model by accident (`auto` might).
             "llm_provider": "groq",
             "groq_api_key": "test-key",

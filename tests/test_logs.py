@@ -6,11 +6,14 @@ import logging
 import signal
 from pathlib import Path
 
+import httpx
 import orjson
+import pytest
 from websockets.asyncio.client import connect
 
 from app.logs import REDACTED, RedactSecrets
 from tests.fakes.groq_server import FakeGroq, text_reply
+from tests.fakes.jwks_server import FakeSupabaseAuth
 from tests.support.client import WsClient
 from tests.support.process import ServerProcess
 
@@ -29,6 +32,86 @@ def test_redaction_covers_tokens_bearers_and_configured_secrets() -> None:
         redaction.redact(f"Authorization: Bearer {GROQ_KEY}") == f"Authorization: Bearer {REDACTED}"
     )
     assert GROQ_KEY not in redaction.redact(f"key was {GROQ_KEY}!")
+
+
+# Starlette percent-decodes query parameter names (and `+`), so each of these is read as the
+# credential parameter it spells.
+ENCODED_NAMES = [
+    "%74oken",
+    "tok%65n",
+    "TOK%45N",
+    "access_%74oken",
+    "api%5Fkey",
+    "%61pikey",
+    "api+key",
+    "api_key",
+]
+
+
+@pytest.mark.parametrize("name", ENCODED_NAMES)
+def test_redaction_decodes_query_parameter_names(name: str) -> None:
+    redaction = RedactSecrets([])
+    line = f"GET /api/sessions?limit=5&{name}=credential-value&x=1"
+    assert redaction.redact(line) == f"GET /api/sessions?limit=5&{name}={REDACTED}&x=1"
+
+
+def test_redaction_keeps_parameters_that_are_not_credentials() -> None:
+    line = "GET /api/sessions?limit=5&before=abc%3D&session_id=tok"
+    assert RedactSecrets([]).redact(line) == line
+
+
+def _server_env(tmp_path: Path, fake_groq: FakeGroq) -> dict[str, str]:
+    return {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "LLM_PROVIDER": "groq",
+        "GROQ_API_KEY": GROQ_KEY,
+        "GROQ_BASE_URL": fake_groq.base_url,
+        "GROQ_MODEL": "test-model",
+        "SUMMARY_MODEL": "background-summary-model",
+        "LLM_MAX_RETRIES": "0",
+        "LOG_LEVEL": "DEBUG",
+        "LOG_FORMAT": "json",
+    }
+
+
+async def test_access_log_redacts_credentials_under_encoded_parameter_names(
+    tmp_path: Path, fake_groq: FakeGroq
+) -> None:
+    # Supabase user tokens are not configured secrets: only the parameter name gives them away.
+    with FakeSupabaseAuth() as fake_auth:
+        env = {
+            **_server_env(tmp_path, fake_groq),
+            "AUTH_MODE": "supabase",
+            "SUPABASE_URL": fake_auth.base_url,
+        }
+        server = ServerProcess(env, tmp_path).start()
+        try:
+            tokens = await _use_credentials_under_encoded_names(server, fake_auth)
+            server.signal(signal.SIGTERM)
+            server.wait()
+        finally:
+            server.stop()
+    text = server.log.read_text()
+    assert [token for token in tokens if token in text] == []
+    for name in ("%74oken", "tok%65n", "api%5Fkey", "%61pikey"):
+        assert f"{name}={REDACTED}" in text, name
+
+
+async def _use_credentials_under_encoded_names(
+    server: ServerProcess, fake_auth: FakeSupabaseAuth
+) -> list[str]:
+    """Open a WebSocket and call REST with credentials the server accepts; return them."""
+    ws_token, rest_token = fake_auth.token("user-ws"), fake_auth.token("user-rest")
+    async with connect(f"{server.ws_url}?%74oken={ws_token}") as connection:
+        assert (await WsClient(connection).ready())["type"] == "session.ready"
+    keys = ["key-value-one", "key-value-two"]
+    base = server.ws_url.replace("ws://", "http://").removesuffix("/ws")
+    async with httpx.AsyncClient(base_url=base, trust_env=False) as http:
+        accepted = await http.get(f"/api/sessions?tok%65n={rest_token}")
+        assert accepted.status_code == 200, accepted.text
+        for name, key in zip(("api%5Fkey", "%61pikey"), keys, strict=True):
+            assert (await http.get(f"/healthz?{name}={key}")).status_code == 200
+    return [ws_token, rest_token, *keys]
 
 
 async def test_server_logs_are_json_with_ids_and_without_secrets(

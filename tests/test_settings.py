@@ -39,3 +39,17 @@ def test_a_wrong_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
         load_settings()
     assert "MAX_TOOL_ROUNDS" in str(refused.value)
     assert "DATABASE_URL" in str(refused.value)
+
+
+def test_allowed_hosts_default_to_local_names_and_take_host_names_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of the machine
+    monkeypatch.delenv("ALLOWED_HOSTS", raising=False)
+    assert load_settings().allowed_hosts == ["localhost", "127.0.0.1", "::1"]
+    monkeypatch.setenv("ALLOWED_HOSTS", "Chat.Example.com, [::1]")
+    assert load_settings().allowed_hosts == ["chat.example.com", "::1"]
+    for wrong in ("https://chat.example.com", "chat.example.com:443", "a b"):
+        monkeypatch.setenv("ALLOWED_HOSTS", wrong)
+        with pytest.raises(SettingsError, match="ALLOWED_HOSTS"):
+            load_settings()

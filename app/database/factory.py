@@ -29,4 +29,4 @@ def create_store(settings: Settings) -> Store:
             settings.supabase_key.get_secret_value(),
             timeout_s=settings.database_timeout_s,
         )
-    return SqliteStore(settings.sqlite_path())
+    return SqliteStore(settings.sqlite_path(), timeout_s=settings.database_timeout_s)

@@ -1,43 +1,40 @@
-"""The embedded store: SQLite through aiosqlite (its own thread, so the event loop never blocks)."""
+"""The embedded store: SQLite through aiosqlite (its own threads, so the event loop never blocks).
+
+One connection writes (behind a lock: a transaction and its commit never interleave with
+another's), another reads: in WAL mode a reader sees only committed rows and never waits for the
+writer. Every sqlite3 error leaves as a `StoreError`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiosqlite
 import orjson
-from pydantic import JsonValue
 
-from app.database.base import EventRow, LeaseState, SessionCursor, SessionRecord, StoreError
+from app.database.base import EventConflict, EventRow, Lease, LeaseLost, MissingRow, Row, StoreError
 from app.database.migrations import pending, sqlite_statements
-from app.protocol import StoredEvent, SummaryStatus, stored_event_adapter
+from app.database.sql import SQLITE, Dialect, Params, sqlite_time
+from app.database.sql.events import SqlEventReads, event_data, message_id_of
+from app.database.sql.jobs import SqlJobs
+from app.database.sql.leases import SqlLeases
+from app.database.sql.profiles import SqlProfiles
+from app.database.sql.sessions import SqlSessions
+from app.protocol import StoredEvent
 
 _PING_TIMEOUT_S = 1.0
 _BUSY_TIMEOUT_S = 5.0
-
-
-_SESSION_COLUMNS = (
-    "id, owner, created_at, updated_at, model, title, summary, summary_status, summary_seq, "
-    "event_count, context_summary, context_summary_seq"
+_INSERT_EVENT = (
+    "insert into session_events (session_id, seq, type, message_id, created_at, data) "
+    "values (?, ?, ?, ?, ?, ?) on conflict do nothing"
 )
-
-
-def _to_text(moment: datetime) -> str:
-    # Fixed width, UTC: text order is time order, so indexes sort correctly.
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _from_text(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def _now(plus_s: float = 0.0) -> str:
-    """The time `plus_s` from now, as stored (lease expiries, job claims)."""
-    return _to_text(datetime.now(UTC) + timedelta(seconds=plus_s))
 
 
 def _retryable(error: sqlite3.Error) -> bool:
@@ -45,28 +42,206 @@ def _retryable(error: sqlite3.Error) -> bool:
     return not isinstance(error, sqlite3.IntegrityError | sqlite3.ProgrammingError)
 
 
-def _session_from_row(row: sqlite3.Row) -> SessionRecord:
-    return SessionRecord(
-        id=row["id"],
-        owner=row["owner"],
-        created_at=_from_text(row["created_at"]),
-        updated_at=_from_text(row["updated_at"]),
-        model=row["model"],
-        title=row["title"],
-        summary=row["summary"],
-        summary_status=SummaryStatus(row["summary_status"]),
-        summary_seq=row["summary_seq"],
-        event_count=row["event_count"],
-        context_summary=row["context_summary"],
-        context_summary_seq=row["context_summary_seq"],
+def _seconds_from_now(seconds: float) -> str:
+    return sqlite_time(datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+def _now() -> str:
+    return sqlite_time(datetime.now(UTC))
+
+
+async def _connect(path: str, *, busy_timeout_s: float) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(path, timeout=busy_timeout_s)
+    db.row_factory = sqlite3.Row
+    await db.execute("pragma journal_mode = wal")
+    await db.execute("pragma synchronous = normal")
+    await db.execute("pragma foreign_keys = on")
+    # The functions the shared SQL uses under the names PostgreSQL has (see app/database/sql).
+    await db.create_function("now", 0, _now)
+    await db.create_function("seconds_from_now", 1, _seconds_from_now)
+    return db
+
+
+class SqliteRunner:
+    """`SqlRunner` on one SQLite file: a writer connection behind a lock, and a reader."""
+
+    dialect: Dialect = SQLITE
+
+    def __init__(self, path: str, *, busy_timeout_s: float) -> None:
+        self.path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await _connect(self.path, busy_timeout_s=self._busy_timeout_s)
+            # Two `:memory:` connections would be two databases: there the writer also reads.
+            self._reader = (
+                self._writer
+                if self.path == ":memory:"
+                else await _connect(self.path, busy_timeout_s=self._busy_timeout_s)
+            )
+        except sqlite3.Error as e:
+            await self.close()
+            raise StoreError(
+                f"cannot open SQLite database {self.path!r}: {e}", retryable=False
+            ) from e
+
+    async def close(self) -> None:
+        for db in {id(c): c for c in (self._reader, self._writer) if c is not None}.values():
+            await db.close()
+        self._writer = self._reader = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    def _connection(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if db is None:
+            raise StoreError("the SQLite store is not open", retryable=False)
+        return db
+
+    async def read(self, sql: str, params: Params) -> list[Row]:
+        text, values = self.dialect.compile(sql, params)
+        reader = self._connection(self._reader)
+        try:
+            if reader is self._writer:
+                async with self._lock:
+                    return list(await reader.execute_fetchall(text, values))
+            return list(await reader.execute_fetchall(text, values))
+        except (sqlite3.Error, ValueError) as e:
+            raise _translate(e, "SQLite read failed") from e
+
+    async def write(self, sql: str, params: Params) -> int:
+        text, values = self.dialect.compile(sql, params)
+        async with self.transaction() as db:
+            cursor = await db.execute(text, values)
+            return cursor.rowcount
+
+    async def write_returning(self, sql: str, params: Params) -> list[Row]:
+        text, values = self.dialect.compile(sql, params)
+        async with self.transaction() as db:
+            cursor = await db.execute(text, values)
+            # Read before the commit: the returned rows are the statement's.
+            return list(await cursor.fetchall())
+
+    async def write_many(self, sql: str, params: Sequence[Params]) -> None:
+        if not params:
+            return
+        compiled = [self.dialect.compile(sql, one) for one in params]
+        async with self.transaction() as db:
+            await db.executemany(compiled[0][0], [values for _, values in compiled])
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The writer connection inside `begin immediate` ... commit (rolled back on error)."""
+        async with self._lock:
+            db = self._connection(self._writer)
+            try:
+                await db.execute("begin immediate")
+                yield db
+                await db.commit()
+            except (sqlite3.Error, ValueError) as e:
+                await _rollback(db)
+                raise _translate(e, "SQLite write failed") from e
+            except BaseException:
+                await _rollback(db)
+                raise
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    # A connection that is gone committed nothing: there is nothing to roll back.
+    with contextlib.suppress(sqlite3.Error, ValueError):
+        await db.rollback()
+
+
+def _translate(error: Exception, doing: str) -> StoreError:
+    if isinstance(error, StoreError):
+        return error
+    if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error):
+        return MissingRow(f"{doing}: {error}")
+    if isinstance(error, sqlite3.Error):
+        return StoreError(f"{doing}: {error}", retryable=_retryable(error))
+    # aiosqlite's "no active connection": the store was closed under the caller.
+    return StoreError(f"{doing}: {error}", retryable=False)
+
+
+class SqliteEventLog(SqlEventReads):
+    """`EventLog` on SQLite: fence, insert and conflict check in one `begin immediate`."""
+
+    def __init__(self, runner: SqliteRunner) -> None:
+        super().__init__(runner)
+        self._sqlite = runner
+
+    async def append(self, rows: Sequence[EventRow]) -> None:
+        if not rows:
+            return
+        async with self._sqlite.transaction() as db:
+            fresh = await self._fenced(db, rows)
+            if not fresh:
+                return
+            cursor = await db.executemany(_INSERT_EVENT, [_event_params(row) for row in fresh])
+            # Fewer rows than given: some were stored already, as retries or as conflicts.
+            differing = await _differing(db, fresh) if cursor.rowcount < len(fresh) else []
+            if differing:
+                session_id = differing[0]
+                raise EventConflict(
+                    f"a different event is already stored in session {session_id}",
+                    session_id=session_id,
+                )
+
+    async def _fenced(self, db: aiosqlite.Connection, rows: Sequence[EventRow]) -> list[EventRow]:
+        """The rows to insert: those of current holdings. A session whose writer lost its lease
+        passes only if all its rows are stored already (a retry or a replay); else `LeaseLost`."""
+        leases = {row.lease for row in rows}
+        marks = ", ".join("?" for _ in leases)
+        found = await db.execute_fetchall(
+            f"select session_id, holder, epoch from session_leases where state <> 'free' "
+            f"and session_id in ({marks})",
+            [lease.session_id for lease in leases],
+        )
+        current = {Lease(r["session_id"], r["holder"], r["epoch"]) for r in found}
+        strangers = [row for row in rows if row.lease not in current]
+        if strangers and await _differing(db, strangers):
+            session_id = strangers[0].session_id
+            raise LeaseLost(
+                f"the writer of session {session_id} does not hold its lease",
+                session_id=session_id,
+            )
+        return [row for row in rows if row.lease in current]
+
+
+def _event_params(row: EventRow) -> tuple[object, ...]:
+    event = row.event
+    return (
+        row.session_id,
+        event.seq,
+        event.type,
+        message_id_of(event),
+        sqlite_time(event.created_at),
+        event_data(event),
     )
 
 
-def _event_params(row: EventRow) -> tuple[str, int, str, str | None, str, str]:
-    event = row.event
-    message_id = event.id if event.type == "user.message" else None
-    data = stored_event_adapter.dump_json(event).decode()
-    return (row.session_id, event.seq, event.type, message_id, _to_text(event.created_at), data)
+async def _differing(db: aiosqlite.Connection, rows: Sequence[EventRow]) -> list[str]:
+    """Sessions among `rows` with a row not stored exactly as given (absent or different)."""
+    by_session: dict[str, dict[int, StoredEvent]] = defaultdict(dict)
+    for row in rows:
+        by_session[row.session_id][row.event.seq] = row.event
+    differing = []
+    for session_id, events in by_session.items():
+        stored = await db.execute_fetchall(
+            "select seq, data from session_events where session_id = ? and seq between ? and ?",
+            [session_id, min(events), max(events)],
+        )
+        stored_data = {r["seq"]: orjson.loads(r["data"]) for r in stored}
+        if any(stored_data.get(seq) != orjson.loads(event_data(e)) for seq, e in events.items()):
+            differing.append(session_id)
+    return differing
 
 
 class SqliteStore:
@@ -74,328 +249,50 @@ class SqliteStore:
 
     kind = "sqlite"
 
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._db: aiosqlite.Connection | None = None
-        # One connection serves everyone: a write and its commit must not interleave with another's.
-        self._write_lock = asyncio.Lock()
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError("the SQLite store is not open", retryable=False)
-        return self._db
+    def __init__(self, path: str, *, timeout_s: float = _BUSY_TIMEOUT_S) -> None:
+        # How long a statement waits for another process's write lock before it fails.
+        self._runner = SqliteRunner(path, busy_timeout_s=timeout_s)
+        self.events = SqliteEventLog(self._runner)
+        self.sessions = SqlSessions(self._runner)
+        self.leases = SqlLeases(self._runner)
+        self.jobs = SqlJobs(self._runner)
+        self.profiles = SqlProfiles(self._runner)
 
     async def open(self) -> None:
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        await self._runner.open()
         try:
-            self._db = await aiosqlite.connect(self._path, timeout=_BUSY_TIMEOUT_S)
-        except sqlite3.Error as e:
-            raise StoreError(
-                f"cannot open SQLite database {self._path!r}: {e}", retryable=False
-            ) from e
-        self._db.row_factory = sqlite3.Row
-        await self._db.execute("pragma journal_mode = wal")
-        await self._db.execute("pragma synchronous = normal")
-        await self._db.execute("pragma foreign_keys = on")
-        await self._migrate()
+            await self._migrate()
+        except BaseException:
+            await self._runner.close()
+            raise
 
     async def _migrate(self) -> None:
         """Bring the schema to the latest version in one transaction (rows are kept)."""
-        await self.db.execute(
+        await self._runner.write(
             "create table if not exists schema_version (version integer not null, "
-            "applied_at text not null)"
+            "applied_at text not null)",
+            {},
         )
-        await self.db.commit()
-        await self.db.execute("begin immediate")  # one process migrates; others wait, then see it
-        try:
-            cursor = await self.db.execute("select coalesce(max(version), 0) from schema_version")
-            row = await cursor.fetchone()
-            for step in pending("sqlite", int(row[0]) if row else 0):
+        # One process migrates; others wait on `begin immediate`, then find it done.
+        async with self._runner.transaction() as db:
+            rows = await db.execute_fetchall("select coalesce(max(version), 0) from schema_version")
+            for step in pending("sqlite", int(next(iter(rows))[0])):
                 for statement in sqlite_statements(step.sql):
-                    await self.db.execute(statement)
-                await self.db.execute(
-                    "insert into schema_version values (?, ?)",
-                    (step.version, _to_text(datetime.now(UTC))),
-                )
-            await self.db.commit()
-        except BaseException:
-            await self.db.rollback()
-            raise
+                    await db.execute(statement)
+                await db.execute("insert into schema_version values (?, ?)", (step.version, _now()))
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        await self._runner.close()
 
     async def ping(self) -> None:
         # Ready means writable. A separate short-lived connection with a short busy timeout
         # probes the write lock, so a probe that waits never leaves the main connection in a
         # half-started transaction.
-        if self._db is None:
+        if not self._runner.is_open:
             raise StoreError("the SQLite store is not open", retryable=False)
         try:
-            async with aiosqlite.connect(self._path, timeout=_PING_TIMEOUT_S) as probe:
+            async with aiosqlite.connect(self._runner.path, timeout=_PING_TIMEOUT_S) as probe:
                 await probe.execute("begin immediate")
                 await probe.execute("rollback")
         except sqlite3.Error as e:
             raise StoreError(f"SQLite does not accept writes: {e}", retryable=True) from e
-
-    async def create_session(self, record: SessionRecord) -> None:
-        await self._write(
-            f"insert into sessions ({_SESSION_COLUMNS}) values ({', '.join('?' * 12)})",
-            (
-                record.id,
-                record.owner,
-                _to_text(record.created_at),
-                _to_text(record.updated_at),
-                record.model,
-                record.title,
-                record.summary,
-                record.summary_status.value,
-                record.summary_seq,
-                record.event_count,
-                record.context_summary,
-                record.context_summary_seq,
-            ),
-        )
-
-    async def get_session(self, session_id: str) -> SessionRecord | None:
-        cursor = await self.db.execute(
-            f"select {_SESSION_COLUMNS} from sessions where id = ?", (session_id,)
-        )
-        row = await cursor.fetchone()
-        return None if row is None else _session_from_row(row)
-
-    async def list_sessions(
-        self, *, limit: int, before: SessionCursor | None, owner: str | None
-    ) -> list[SessionRecord]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if owner is not None:
-            clauses.append("owner = ?")
-            params.append(owner)
-        if before is not None:
-            clauses.append("(created_at, id) < (?, ?)")
-            params += [_to_text(before.created_at), before.id]
-        where = f"where {' and '.join(clauses)}" if clauses else ""
-        cursor = await self.db.execute(
-            f"select {_SESSION_COLUMNS} from sessions {where} "
-            "order by created_at desc, id desc limit ?",
-            (*params, limit),
-        )
-        return [_session_from_row(row) for row in await cursor.fetchall()]
-
-    async def delete_session(self, session_id: str) -> bool:
-        cursor = await self._write("delete from sessions where id = ?", (session_id,))
-        return cursor.rowcount > 0
-
-    async def append_events(self, rows: Sequence[EventRow]) -> None:
-        if not rows:
-            return
-        params = [_event_params(row) for row in rows]
-        async with self._write_lock:
-            try:
-                await self.db.executemany(
-                    "insert into session_events "
-                    "(session_id, seq, type, message_id, created_at, data) "
-                    "values (?, ?, ?, ?, ?, ?) on conflict (session_id, seq) do nothing",
-                    params,
-                )
-                await self._touch_sessions(rows)
-                await self.db.commit()
-            except sqlite3.Error as e:
-                await self.db.rollback()
-                raise StoreError(f"cannot store events: {e}", retryable=_retryable(e)) from e
-
-    async def _touch_sessions(self, rows: Sequence[EventRow]) -> None:
-        latest: dict[str, tuple[int, str]] = {}
-        for row in rows:
-            seq, moment = row.event.seq, _to_text(row.event.created_at)
-            known = latest.get(row.session_id)
-            latest[row.session_id] = max(known, (seq, moment)) if known else (seq, moment)
-        await self.db.executemany(
-            "update sessions set event_count = max(event_count, ?), "
-            "updated_at = max(updated_at, ?) where id = ?",
-            [(seq, moment, session_id) for session_id, (seq, moment) in latest.items()],
-        )
-
-    async def list_events(
-        self, session_id: str, *, after_seq: int, limit: int | None
-    ) -> list[StoredEvent]:
-        cursor = await self.db.execute(
-            "select data from session_events where session_id = ? and seq > ? order by seq limit ?",
-            (session_id, after_seq, -1 if limit is None else limit),
-        )
-        return [stored_event_adapter.validate_json(row[0]) for row in await cursor.fetchall()]
-
-    async def last_seq(self, session_id: str) -> int:
-        cursor = await self.db.execute(
-            "select coalesce(max(seq), 0) from session_events where session_id = ?", (session_id,)
-        )
-        row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
-    async def find_user_message(self, session_id: str, message_id: str) -> StoredEvent | None:
-        cursor = await self.db.execute(
-            "select data from session_events where session_id = ? and message_id = ?",
-            (session_id, message_id),
-        )
-        row = await cursor.fetchone()
-        return None if row is None else stored_event_adapter.validate_json(row[0])
-
-    async def set_summary_status(self, session_id: str, status: SummaryStatus) -> None:
-        await self._write(
-            "update sessions set summary_status = ? where id = ?", (status.value, session_id)
-        )
-
-    async def save_summary(self, session_id: str, *, summary: str, summary_seq: int) -> None:
-        await self._write(
-            "update sessions set summary = ?, summary_seq = ?, summary_status = 'done' "
-            "where id = ?",
-            (summary, summary_seq, session_id),
-        )
-
-    async def set_title(self, session_id: str, title: str) -> None:
-        await self._write(
-            "update sessions set title = ?, title_status = 'done' where id = ?", (title, session_id)
-        )
-
-    async def save_context_summary(self, session_id: str, *, summary: str, upto_seq: int) -> None:
-        await self._write(
-            "update sessions set context_summary = ?, context_summary_seq = ? where id = ?",
-            (summary, upto_seq, session_id),
-        )
-
-    async def sessions_with_summary_status(self, statuses: Sequence[SummaryStatus]) -> list[str]:
-        marks = ", ".join("?" for _ in statuses)
-        cursor = await self.db.execute(
-            f"select id from sessions where summary_status in ({marks}) order by updated_at",
-            [status.value for status in statuses],
-        )
-        return [row[0] for row in await cursor.fetchall()]
-
-    async def sessions_with_unsummarized_events(self) -> list[str]:
-        cursor = await self.db.execute(
-            "select id from sessions s where event_count > summary_seq "
-            "and summary_status in ('none', 'done') and not exists (select 1 from "
-            "session_leases l where l.session_id = s.id and l.expires_at > ?) "
-            "order by updated_at",
-            (_now(),),
-        )
-        return [row[0] for row in await cursor.fetchall()]
-
-    async def acquire_lease(
-        self, session_id: str, *, holder: str, ttl_s: float
-    ) -> LeaseState | None:
-        # Several worker processes may share the file; the upsert is one atomic statement.
-        cursor = await self._write(
-            "insert into session_leases (session_id, holder, state, expires_at) "
-            "values (?, ?, 'live', ?) on conflict (session_id) do update set "
-            "holder = excluded.holder, state = 'live', expires_at = excluded.expires_at "
-            "where session_leases.expires_at <= ? or session_leases.holder = excluded.holder",
-            (session_id, holder, _now(ttl_s), _now()),
-        )
-        if cursor.rowcount > 0:
-            return None
-        found = await self.db.execute(
-            "select state from session_leases where session_id = ?", (session_id,)
-        )
-        row = await found.fetchone()
-        return LeaseState.CLOSING if row is None else LeaseState(row[0])
-
-    async def mark_lease_closing(self, session_id: str, *, holder: str) -> None:
-        await self._write(
-            "update session_leases set state = 'closing' where session_id = ? and holder = ?",
-            (session_id, holder),
-        )
-
-    async def release_lease(self, session_id: str, *, holder: str) -> None:
-        await self._write(
-            "delete from session_leases where session_id = ? and holder = ?", (session_id, holder)
-        )
-
-    async def renew_leases(
-        self, session_ids: Sequence[str], *, holder: str, ttl_s: float
-    ) -> set[str]:
-        if not session_ids:
-            return set()
-        marks = ", ".join("?" for _ in session_ids)
-        rows = await self._write_returning(
-            f"update session_leases set expires_at = ? where holder = ? "
-            f"and session_id in ({marks}) returning session_id",
-            (_now(ttl_s), holder, *session_ids),
-        )
-        return {row[0] for row in rows}
-
-    async def claim_summary(self, session_id: str, *, stale_after_s: float) -> bool:
-        cursor = await self._write(
-            "update sessions set summary_status = 'running', summary_claimed_at = ? "
-            "where id = ? and (summary_status = 'pending' or (summary_status = 'running' "
-            "and coalesce(summary_claimed_at, '') < ?))",
-            (_now(), session_id, _now(-stale_after_s)),
-        )
-        return cursor.rowcount > 0
-
-    async def claim_title(self, session_id: str, *, stale_after_s: float) -> bool:
-        cursor = await self._write(
-            "update sessions set title_status = 'running', title_claimed_at = ? "
-            "where id = ? and title is null and (title_status in ('none', 'pending') or "
-            "(title_status = 'running' and coalesce(title_claimed_at, '') < ?))",
-            (_now(), session_id, _now(-stale_after_s)),
-        )
-        return cursor.rowcount > 0
-
-    async def sessions_with_stale_titles(self, *, stale_after_s: float) -> list[str]:
-        cursor = await self.db.execute(
-            "select id from sessions where title is null and (title_status = 'pending' or "
-            "(title_status = 'running' and coalesce(title_claimed_at, '') < ?)) "
-            "order by updated_at",
-            (_now(-stale_after_s),),
-        )
-        return [row[0] for row in await cursor.fetchall()]
-
-    async def upsert_user_profiles(self, profiles: dict[str, dict[str, JsonValue]]) -> None:
-        async with self._write_lock:
-            await self.db.executemany(
-                "insert into user_profiles (user_id, profile) values (?, ?) "
-                "on conflict (user_id) do update set profile = excluded.profile",
-                [
-                    (user_id, orjson.dumps(profile).decode())
-                    for user_id, profile in profiles.items()
-                ],
-            )
-            await self.db.commit()
-
-    async def get_user_profile(self, user_id: str) -> dict[str, JsonValue] | None:
-        cursor = await self.db.execute(
-            "select profile from user_profiles where user_id = ?", (user_id,)
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            return None
-        profile: dict[str, JsonValue] = orjson.loads(row[0])
-        return profile
-
-    async def _write_returning(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
-        """A write with a RETURNING clause: its rows are read before the commit."""
-        async with self._write_lock:
-            try:
-                cursor = await self.db.execute(sql, params)
-                rows = list(await cursor.fetchall())
-                await self.db.commit()
-            except sqlite3.Error as e:
-                await self.db.rollback()
-                raise StoreError(f"SQLite write failed: {e}", retryable=_retryable(e)) from e
-        return rows
-
-    async def _write(self, sql: str, params: Sequence[object]) -> aiosqlite.Cursor:
-        async with self._write_lock:
-            try:
-                cursor = await self.db.execute(sql, params)
-                await self.db.commit()
-            except sqlite3.Error as e:
-                await self.db.rollback()
-                raise StoreError(f"SQLite write failed: {e}", retryable=_retryable(e)) from e
-        return cursor

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from app.services.auth import Unauthorized
+from app.services.auth import AuthUnavailable, Unauthorized
 from app.services.runtime import Runtime
 
 
@@ -34,6 +34,10 @@ async def get_owner(request: Request, runtime: RuntimeDep) -> str | None:
     except Unauthorized as e:
         raise HTTPException(
             status_code=401, detail=str(e), headers={"WWW-Authenticate": "Bearer"}
+        ) from e
+    except AuthUnavailable as e:
+        raise HTTPException(
+            status_code=503, detail=str(e), headers={"Retry-After": str(e.retry_after_s)}
         ) from e
 
 

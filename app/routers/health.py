@@ -18,19 +18,34 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "the store does not answer"}})
+@router.get(
+    "/readyz",
+    responses={503: {"description": "the store does not answer, or a service is restarting"}},
+)
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """200 when the store answers, 503 otherwise; says which store is in use."""
+    """200 when the store answers and every background service (the event writer, the lease
+    heartbeat, the summary poll) runs; 503 otherwise. Says which store is in use."""
+    services = {
+        health.name: {"running": health.running, "restarts": health.restarts}
+        | ({"last_error": health.last_error} if health.last_error else {})
+        for health in runtime.supervisor.services
+    }
+    body: dict[str, object] = {"store": runtime.store.kind, "services": services}
     try:
         await runtime.store.ping()
     except StoreError as e:
-        body = {"status": "unavailable", "store": runtime.store.kind, "detail": str(e)}
-        return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ready", "store": runtime.store.kind})
+        return JSONResponse(body | {"status": "unavailable", "detail": str(e)}, status_code=503)
+    down = sorted(name for name, state in services.items() if not state["running"])
+    if down:
+        detail = f"restarting: {', '.join(down)}"
+        return JSONResponse(body | {"status": "unavailable", "detail": detail}, status_code=503)
+    return JSONResponse(body | {"status": "ready"})
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text format."""
     runtime.metrics.store_queue_depth.set(runtime.writer.queue_depth)
+    for health in runtime.supervisor.services:
+        runtime.metrics.service_restarts.labels(service=health.name).set(health.restarts)
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 
 from app.protocol import EventPage, SessionPage, SessionView
 from app.routers.deps import OwnerDep, RuntimeDep
-from app.services.sessions import InvalidCursor, SessionActive, SessionNotFound
+from app.services.sessions import InvalidCursor, SessionNotFound
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
@@ -57,17 +57,11 @@ async def list_events(
         raise HTTPException(status_code=404, detail="session not found") from e
 
 
-@router.delete(
-    "/{session_id}",
-    status_code=204,
-    responses={**_NOT_FOUND, 409: {"description": "the session has a live connection"}},
-)
+@router.delete("/{session_id}", status_code=204, responses=_NOT_FOUND)
 async def delete_session(session_id: str, runtime: RuntimeDep, owner: OwnerDep) -> Response:
-    """Delete the session and its events."""
+    """Delete the session and its events; a connection open on it ends (`session_not_found`)."""
     try:
         await runtime.sessions.delete(session_id, owner=owner)
     except SessionNotFound as e:
         raise HTTPException(status_code=404, detail="session not found") from e
-    except SessionActive as e:
-        raise HTTPException(status_code=409, detail="the session is open; close it first") from e
     return Response(status_code=204)

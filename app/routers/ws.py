@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import orjson
@@ -20,7 +21,9 @@ from app.protocol import (
     client_frame_adapter,
 )
 from app.routers.deps import bearer_token
-from app.services.auth import Unauthorized
+from app.routers.hosts import host_refusal
+from app.routers.sessions import MAX_SEQ
+from app.services.auth import AuthUnavailable, Unauthorized
 from app.services.conversation import Conversation
 from app.services.hub import ConnectRefused
 from app.services.rate_limit import FrameRateLimiter, Verdict
@@ -36,7 +39,18 @@ _CLOSE_CODES = {
     ErrorCode.FORBIDDEN: CloseCode.FORBIDDEN,
     ErrorCode.SESSION_NOT_FOUND: CloseCode.NOT_FOUND,
     ErrorCode.SESSION_BUSY: CloseCode.BUSY,
+    # Only a draining server refuses a connection with `internal_error` (retryable): the
+    # request was fine, so "going away" (come back later), as its open sockets get too.
+    ErrorCode.INTERNAL_ERROR: CloseCode.GOING_AWAY,
+    # The auth server is down: the token may be fine, so not 4401 but "try again later".
+    ErrorCode.AUTH_UNAVAILABLE: CloseCode.TRY_AGAIN_LATER,
+    # The store does not answer: the same.
+    ErrorCode.STORE_UNAVAILABLE: CloseCode.TRY_AGAIN_LATER,
 }
+
+
+class ClientDropped(Exception):
+    """The connection's own send to a client that stopped reading timed out: the handler ends."""
 
 
 class WebSocketSink:
@@ -76,12 +90,16 @@ class WebSocketSink:
                     await self._websocket.send_text(data)
             except TimeoutError:
                 self._drop()
+                if asyncio.current_task() is self._handler:
+                    raise ClientDropped from None
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.closed = True
 
     def _drop(self) -> None:
         # Not even a close frame can pass a full buffer (uvicorn waits for room before any
         # send), so the handler is stopped: the session is torn down as after a disconnect.
+        # Stuck in its own send (a pong, an acknowledgement), the handler ends by the
+        # `ClientDropped` its send raises; stuck elsewhere, it is cancelled.
         log.warning("dropping a client that stopped reading")
         self.closed = self.dropped = True
         if self._handler is not None and self._handler is not asyncio.current_task():
@@ -116,14 +134,23 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
 
 
 def parse_after_seq(raw: str | None) -> int:
+    """The `after_seq` query parameter: ASCII digits within the 64-bit seq range."""
     if raw is None:
         return 0
     if not raw.isascii() or not raw.isdigit():
         raise Refusal(ErrorCode.INVALID_REQUEST, "after_seq must be a non-negative integer")
-    return int(raw)
+    # Length first: int() refuses more than 4,300 digits, and anything past 19 is out of range.
+    significant = raw.lstrip("0") or "0"
+    if len(significant) > len(str(MAX_SEQ)) or int(significant) > MAX_SEQ:
+        raise Refusal(ErrorCode.INVALID_REQUEST, f"after_seq must be at most {MAX_SEQ}")
+    return int(significant)
 
 
 async def authorize(websocket: WebSocket, runtime: Runtime) -> str | None:
+    # Host first: a rebound attacker's page passes the Origin check as "same origin".
+    refused_host = host_refusal(websocket.headers.get("host"), runtime.settings.allowed_hosts)
+    if refused_host is not None:
+        raise Refusal(ErrorCode.FORBIDDEN, refused_host)
     if not origin_allowed(
         websocket.headers.get("origin"),
         websocket.headers.get("host"),
@@ -137,13 +164,25 @@ async def authorize(websocket: WebSocket, runtime: Runtime) -> str | None:
         return await runtime.auth.owner_of(token)
     except Unauthorized as e:
         raise Refusal(ErrorCode.UNAUTHORIZED, str(e)) from e
+    except AuthUnavailable as e:
+        raise Refusal(ErrorCode.AUTH_UNAVAILABLE, str(e), retryable=True) from e
+
+
+def close_code_of(refusal: Refusal) -> int:
+    """The close code that names the refusal's reason; a retryable `session_busy` (the previous
+    connection is still finishing) closes with 1013 (try again later), which clients reconnect
+    after, not 4409, which tells them to stop."""
+    if refusal.retryable and refusal.code is ErrorCode.SESSION_BUSY:
+        return CloseCode.TRY_AGAIN_LATER
+    return _CLOSE_CODES.get(refusal.code, CloseCode.INVALID_REQUEST)
 
 
 async def refuse(websocket: WebSocket, refusal: Refusal) -> None:
     frame = ErrorFrame(code=refusal.code, message=refusal.message, retryable=refusal.retryable)
     sink = WebSocketSink(websocket)
-    await sink.send(frame)
-    await sink.close(_CLOSE_CODES.get(refusal.code, CloseCode.INVALID_REQUEST), refusal.message)
+    with contextlib.suppress(ClientDropped):
+        await sink.send(frame)
+        await sink.close(close_code_of(refusal), refusal.message)
 
 
 @router.websocket("/ws")
@@ -171,6 +210,8 @@ async def chat_socket(websocket: WebSocket) -> None:
     try:
         await sink.send(ready)
         await _serve(websocket, sink, conversation, runtime)
+    except ClientDropped:
+        pass  # its own send timed out: the connection ends like a disconnect
     except asyncio.CancelledError:
         if not sink.dropped:
             raise
@@ -184,33 +225,87 @@ async def chat_socket(websocket: WebSocket) -> None:
         runtime.metrics.open_connections.dec()
 
 
+# Frames read but not handled yet; a client this far ahead of its replies is flooding.
+INBOX_MAX = 256
+_BINARY_REFUSAL = "binary frames are not accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    """A frame read from the socket: its text, or a refusal to answer in its place, or the
+    close it calls for (after the frames before it are answered)."""
+
+    text: str | None
+    refusal: tuple[ErrorCode, str, bool] | None = None
+    close: tuple[int, str] | None = None
+
+
 async def _serve(
     websocket: WebSocket, sink: WebSocketSink, conversation: Conversation, runtime: Runtime
 ) -> None:
-    """Read frames until the client leaves or must be closed."""
+    """Read frames until the client leaves or must be closed.
+
+    Reading never waits on the store: frames go to the connection's worker, which handles them
+    one at a time in order (so each frame's reply comes in the order the frames came), while
+    this loop goes on reading, and sees the client's close at once.
+    """
+    inbox: asyncio.Queue[_Inbound] = asyncio.Queue(maxsize=INBOX_MAX + 1)
+    worker = asyncio.create_task(_work(inbox, conversation, sink), name="ws-worker")
+    try:
+        closing = await _read(websocket, inbox, runtime)
+        if closing is not None:
+            # Every frame before the offending one is answered first, then the socket closes.
+            inbox.put_nowait(closing)
+            await asyncio.wait([worker])
+    finally:
+        # A message being stored goes on in its own task; frames not handled yet are dropped
+        # (never acknowledged: the client sends them again after resuming).
+        worker.cancel()
+        await asyncio.wait([worker])
+
+
+async def _read(
+    websocket: WebSocket, inbox: asyncio.Queue[_Inbound], runtime: Runtime
+) -> _Inbound | None:
+    """Read into the inbox until the client leaves (None) or a frame calls for a close."""
     limiter = FrameRateLimiter(per_minute=runtime.settings.max_messages_per_minute)
     max_bytes = runtime.settings.ws_max_bytes
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            return
+            return None
         text, data = message.get("text"), message.get("bytes")
-        # Size and flood limits hold for every frame, binary ones included.
+        # The size limit holds for every frame, binary ones included.
         if (text is not None and _too_large(text, max_bytes)) or len(data or b"") > max_bytes:
-            await sink.close(CloseCode.TOO_LARGE, "frame too large")
-            return
-        verdict = limiter.check()
-        if verdict is Verdict.DISCONNECT:
-            await sink.close(CloseCode.POLICY_VIOLATION, "too many messages")
-            return
-        if verdict is Verdict.REFUSE:
-            await conversation.send_error(
-                ErrorCode.RATE_LIMITED, "too many messages; slow down", retryable=True
-            )
-        elif text is None:
-            await conversation.send_error(ErrorCode.INVALID_EVENT, "binary frames are not accepted")
+            return _Inbound(None, close=(CloseCode.TOO_LARGE, "frame too large"))
+        if text is None:
+            # Answered before the limiter, not counted (docs/protocol.md, "Rate limit").
+            inbound = _Inbound(None, (ErrorCode.INVALID_EVENT, _BINARY_REFUSAL, False))
         else:
-            await _dispatch(text, conversation)
+            verdict = limiter.check()
+            if verdict is Verdict.DISCONNECT:
+                return _Inbound(None, close=(CloseCode.POLICY_VIOLATION, "too many messages"))
+            refused = (ErrorCode.RATE_LIMITED, "too many messages; slow down", True)
+            inbound = _Inbound(text, refused if verdict is Verdict.REFUSE else None)
+        if inbox.qsize() >= INBOX_MAX:
+            return _Inbound(None, close=(CloseCode.POLICY_VIOLATION, "too many frames unanswered"))
+        inbox.put_nowait(inbound)
+
+
+async def _work(
+    inbox: asyncio.Queue[_Inbound], conversation: Conversation, sink: WebSocketSink
+) -> None:
+    """Handle the connection's frames in order."""
+    while True:
+        inbound = await inbox.get()
+        if inbound.close is not None:
+            await sink.close(*inbound.close)
+            return
+        if inbound.refusal is not None:
+            code, message, retryable = inbound.refusal
+            await conversation.send_error(code, message, retryable=retryable)
+        elif inbound.text is not None:
+            await _dispatch(inbound.text, conversation)
 
 
 def _too_large(text: str, max_bytes: int) -> bool:

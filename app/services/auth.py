@@ -8,7 +8,7 @@ import hmac
 
 from pydantic import SecretStr
 
-from app.services.jwt_auth import InvalidToken, JwksCache, SupabaseJwtVerifier
+from app.services.jwt_auth import InvalidToken, JwksCache, KeysUnavailable, SupabaseJwtVerifier
 from app.settings import Settings
 
 _JWKS_TIMEOUT_S = 5.0
@@ -16,6 +16,14 @@ _JWKS_TIMEOUT_S = 5.0
 
 class Unauthorized(Exception):
     """Missing or wrong credentials."""
+
+
+class AuthUnavailable(Exception):
+    """The credentials cannot be checked right now (the auth server is down): retry later."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Authenticator:
@@ -37,7 +45,8 @@ class Authenticator:
         return self._mode != "none"
 
     async def owner_of(self, token: str | None) -> str | None:
-        """The owner id for `token` (None when auth is off); raises `Unauthorized`."""
+        """The owner id for `token` (None when auth is off); raises `Unauthorized`, or
+        `AuthUnavailable` when the token cannot be checked now."""
         if not self.enabled:
             return None
         if not token:
@@ -47,6 +56,8 @@ class Authenticator:
                 return "user:" + await self._jwt.user_id(token)
             except InvalidToken as e:
                 raise Unauthorized(str(e)) from e
+            except KeysUnavailable as e:
+                raise AuthUnavailable(str(e), retry_after_s=e.retry_after_s) from e
         offered = token.encode()
         for key in self._keys:
             if hmac.compare_digest(offered, key):

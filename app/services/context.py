@@ -166,16 +166,48 @@ class ContextBudget:
     def _truncate_to_budget(
         self, messages: list[ChatMessage], tools: Sequence[ToolDefinition]
     ) -> list[ChatMessage]:
-        """Cut the longest contents until the request fits (a single huge turn, say)."""
+        """Cut the largest contents until the request fits (a single huge turn, say)."""
         while (excess := request_tokens(messages, tools) - self.max_tokens) > 0:
-            index = max(range(len(messages)), key=lambda i: len(messages[i].get("content") or ""))
+            index = max(range(len(messages)), key=lambda i: _content_bytes(messages[i]))
             content = str(messages[index].get("content") or "")
-            keep = max(0, len(content) - (excess + 16) * BYTES_PER_TOKEN - 64)
-            cut = content[:keep] + TRUNCATION_MARK.format(count=len(content) - keep)
-            if len(cut) >= len(content):
+            cut = cut_to_fit(content, max_bytes_for(estimate_tokens(content) - excess))
+            if len(cut.encode()) >= len(content.encode()):
                 raise ContextTooSmall(self.max_tokens)  # nothing left worth cutting
             messages[index] = _with_content(messages[index], cut)
         return messages
+
+
+def max_bytes_for(tokens: int) -> int:
+    """The most UTF-8 bytes a text may have for `estimate_tokens` to give `tokens` or fewer."""
+    return tokens * BYTES_PER_TOKEN - 1
+
+
+def cut_to_fit(content: str, max_bytes: int) -> str:
+    """The longest prefix of `content` that fits `max_bytes` of UTF-8 with the mark that says
+    how many characters were cut after it. Budgets count bytes, so the cut does too: a character
+    is 1 to 4 bytes, and one is never split."""
+    kept = _utf8_prefix(content, max_bytes - _mark_bytes(len(content)))
+    size = len(kept.encode())
+    # The mark shrinks by a digit as the count of cut characters does: use the room that frees.
+    for char in content[len(kept) :]:
+        grown = size + len(char.encode())
+        if grown + _mark_bytes(len(content) - len(kept) - 1) > max_bytes:
+            break
+        kept, size = kept + char, grown
+    return kept + TRUNCATION_MARK.format(count=len(content) - len(kept))
+
+
+def _utf8_prefix(text: str, max_bytes: int) -> str:
+    # A prefix of valid UTF-8 is valid but for its last character, which `ignore` drops whole.
+    return text.encode()[: max(0, max_bytes)].decode(errors="ignore")
+
+
+def _mark_bytes(count: int) -> int:
+    return len(TRUNCATION_MARK.format(count=count).encode())
+
+
+def _content_bytes(message: ChatMessage) -> int:
+    return len(str(message.get("content") or "").encode())
 
 
 def _with_content(message: ChatMessage, content: str) -> ChatMessage:

@@ -1,4 +1,10 @@
-"""A live session: the client's frames in, one response at a time, every event stored and sent."""
+"""A live session: the client's frames in, one response at a time, every event stored and sent.
+
+The connection's read loop never waits on the store: `handle()` returns at once, a user message
+is committed by its own task, and the acknowledgement (or `store_unavailable` after
+`STORE_COMMIT_TIMEOUT_S`) is sent from there, so pings, cancels and the client's close are read
+while the store stalls.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,12 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Protocol, assert_never
 
-from app.database.base import SessionRecord, Store, StoreError
+from app.database.base import EventRow, Lease, SessionRecord, Store, StoreError, WriteRefused
 from app.protocol import (
     ClientFrame,
     ErrorCode,
@@ -29,6 +35,7 @@ from app.services.event_writer import EventWriter
 from app.services.llm.base import ChatMessage, LLMError, LLMProvider, ToolDefinition
 from app.services.metrics import Metrics
 from app.services.runner import ResponseConfig, ResponseRunner
+from app.services.storable import unstorable
 from app.services.summaries import Summarizer
 from app.services.supervisor import TaskSupervisor
 from app.services.tools import ToolContext, ToolRegistry
@@ -66,10 +73,41 @@ class ConversationDeps:
     metrics: Metrics
     supervisor: TaskSupervisor
     max_message_chars: int
+    commit_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """Why the server ends a conversation: the `error` frame to send, then the close code."""
+
+    code: ErrorCode
+    message: str
+    close_code: int
+    retryable: bool = False
+
+
+@dataclass(slots=True)
+class _Storing:
+    """A user message on its way to the store (its acknowledgement not sent yet)."""
+
+    message: UserMessageEvent
+    committed: asyncio.Future[None]
+    # Set once the client has its answer: the acknowledgement, or a retryable refusal.
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass(slots=True)
+class _Tasks:
+    """The conversation's own tasks: the response, and the message being stored."""
+
+    runner: ResponseRunner | None = None
+    response: asyncio.Task[None] | None = None
+    storing: asyncio.Task[None] | None = None
+    ending: asyncio.Task[None] | None = None
 
 
 class Conversation:
@@ -81,8 +119,11 @@ class Conversation:
         events: list[StoredEvent],
         deps: ConversationDeps,
         sink: FrameSink,
+        *,
+        lease: Lease,
     ) -> None:
         self.session_record = record
+        self.lease = lease
         self.state = ConversationState.OPEN
         self.closed = asyncio.Event()
         self._deps = deps
@@ -90,8 +131,8 @@ class Conversation:
         self._events = events
         self._seq = events[-1].seq if events else 0
         self._message_ids = {e.id: e for e in events if isinstance(e, UserMessageEvent)}
-        self._runner: ResponseRunner | None = None
-        self._response_task: asyncio.Task[None] | None = None
+        self._storing: _Storing | None = None
+        self._tasks = _Tasks()
         self._rolling = RollingSummary(record.context_summary, record.context_summary_seq)
         self._title_requested = False
 
@@ -123,7 +164,7 @@ class Conversation:
 
     async def _save_rolling_summary(self) -> None:
         try:
-            await self._deps.store.save_context_summary(
+            await self._deps.store.sessions.save_context_summary(
                 self.session_id, summary=self._rolling.text or "", upto_seq=self._rolling.upto_seq
             )
         except StoreError as e:
@@ -136,7 +177,7 @@ class Conversation:
 
     def record(self, event: StoredEvent) -> None:
         self._events.append(event)
-        self._deps.writer.submit(self.session_id, event)
+        self._deps.writer.submit(EventRow(self.lease, event))
 
     async def send(self, frame: ServerFrame) -> None:
         if self._sink is not None:
@@ -145,7 +186,8 @@ class Conversation:
     # -- client frames -------------------------------------------------------------------
 
     async def handle(self, frame: ClientFrame) -> None:
-        """Act on one parsed client frame."""
+        """Act on one parsed client frame. For a user message, returns once the client has its
+        answer: the acknowledgement, or `store_unavailable` after `STORE_COMMIT_TIMEOUT_S`."""
         if isinstance(frame, UserMessageIn):
             await self._on_user_message(frame)
         elif isinstance(frame, ResponseCancelIn):
@@ -160,63 +202,122 @@ class Conversation:
 
     @property
     def responding(self) -> bool:
-        return self._response_task is not None and not self._response_task.done()
+        return self._tasks.response is not None and not self._tasks.response.done()
 
     async def _on_user_message(self, frame: UserMessageIn) -> None:
         # Idempotency first: a resent stored id is acknowledged again, even mid-response.
         if frame.id is not None and (stored := self._message_ids.get(frame.id)) is not None:
             await self.send(stored)
+            if self._unanswered(stored):
+                # Stored without an answer (its acknowledgement timed out, or the process that
+                # stored it stopped before answering): the resend is answered, once.
+                self._start_response()
             return
-        if self.responding:
-            await self.send_error(
-                ErrorCode.RESPONSE_IN_PROGRESS, "wait for the current response or cancel it"
-            )
+        refusal = self._refusal(frame)
+        if refusal is not None:
+            code, message, retryable = refusal
+            await self.send_error(code, message, retryable=retryable)
             return
-        if not frame.text.strip():
-            await self.send_error(ErrorCode.INVALID_EVENT, "text must not be empty")
-            return
-        if "\x00" in frame.text:
-            # PostgreSQL cannot store NUL in text; no store accepts what one store refuses.
-            await self.send_error(ErrorCode.INVALID_EVENT, "text must not contain NUL characters")
-            return
-        if self._deps.writer.full:
-            await self.send_error(
-                ErrorCode.INTERNAL_ERROR,
-                "storage is unavailable right now; retry in a moment",
-                retryable=True,
-            )
-            return
-        limit = self._deps.max_message_chars
-        if len(frame.text) > limit:
-            await self.send_error(
-                ErrorCode.MESSAGE_TOO_LARGE, f"text is longer than {limit} characters"
-            )
-            return
-        message = await self._store_user_message(frame)
-        if message is not None:
-            await self.send(message)
-            self._start_response()
+        storing = self._store_user_message(frame)
+        await storing.answered.wait()
 
-    async def _store_user_message(self, frame: UserMessageIn) -> UserMessageEvent | None:
-        """Commit the message before acknowledging it; on failure nothing is acknowledged."""
+    def _refusal(self, frame: UserMessageIn) -> tuple[ErrorCode, str, bool] | None:
+        """Why the message cannot be taken now (nothing is stored), or None."""
+        if self._storing is not None:
+            # Only after a timeout: messages are handled one at a time otherwise.
+            return ErrorCode.STORE_UNAVAILABLE, "the store is not answering; retry shortly", True
+        if self.responding:
+            return (
+                ErrorCode.RESPONSE_IN_PROGRESS,
+                "wait for the current response or cancel it",
+                False,
+            )
+        if not frame.text.strip():
+            return ErrorCode.INVALID_EVENT, "text must not be empty", False
+        if unstorable(frame.text) or (frame.id is not None and unstorable(frame.id)):
+            # NUL and lone surrogates: no store keeps them, so none accepts them.
+            return ErrorCode.INVALID_EVENT, "text and id must not contain NUL characters", False
+        if len(frame.text) > self._deps.max_message_chars:
+            limit = self._deps.max_message_chars
+            return ErrorCode.MESSAGE_TOO_LARGE, f"text is longer than {limit} characters", False
+        if self._deps.writer.full:
+            return ErrorCode.STORE_UNAVAILABLE, "storage is unavailable; retry in a moment", True
+        return None
+
+    def _store_user_message(self, frame: UserMessageIn) -> _Storing:
+        """Commit the message in its own task (it goes on if the connection ends); the
+        acknowledgement is sent only once the message is committed."""
         message = UserMessageEvent(
             seq=self._seq + 1,
             created_at=datetime.now(UTC),
             id=frame.id or new_id("msg"),
             text=frame.text,
         )
+        committed = self._deps.writer.commit(EventRow(self.lease, message))
+        self._storing = storing = _Storing(message, committed)
+        self._tasks.storing = self._deps.supervisor.spawn(
+            self._acknowledge(storing), name=f"store-{self.session_id}"
+        )
+        return storing
+
+    async def _acknowledge(self, storing: _Storing) -> None:
         try:
-            await self._deps.writer.commit(self.session_id, message)
+            await self._answer(storing)
+        finally:
+            storing.answered.set()
+
+    async def _answer(self, storing: _Storing) -> None:
+        try:
+            async with asyncio.timeout(self._deps.commit_timeout_s):
+                await asyncio.shield(storing.committed)
+        except TimeoutError:
+            await self._commit_timed_out(storing)
+            return
+        except WriteRefused:
+            self._storing = None
+            return  # the session's holding ended: the hub ends the conversation and says why
         except StoreError as e:
+            self._storing = None
             log.error("could not store a user message of %s: %s", self.session_id, e)
             await self.send_error(
-                ErrorCode.INTERNAL_ERROR, "the message could not be stored; retry", retryable=True
+                ErrorCode.STORE_UNAVAILABLE,
+                "the message could not be stored; retry",
+                retryable=True,
             )
-            return None
+            return
+        self._adopt(storing.message)
+        self._storing = None
+        await self.send(storing.message)
+        self._start_response()
+
+    async def _commit_timed_out(self, storing: _Storing) -> None:
+        """Not acknowledged in time: the client hears so at once; the write stays queued, and
+        if it lands later the message joins the history unanswered (its resend answers it)."""
+        await self.send_error(
+            ErrorCode.STORE_UNAVAILABLE,
+            "the store did not confirm the message in time; nothing was acknowledged, send again",
+            retryable=True,
+        )
+        storing.answered.set()  # the connection reads on; the write stays queued
+        try:
+            await storing.committed
+        except StoreError:
+            return  # refused or never written: nothing of it exists
+        finally:
+            self._storing = None
+        self._adopt(storing.message)
+
+    def _unanswered(self, message: UserMessageEvent) -> bool:
+        """The message is the last one and no response to it ran or runs."""
+        if self.responding or self._storing is not None:
+            return False
+        later = (event for event in self._events if event.seq > message.seq)
+        return not any(event.type in ("user.message", "assistant.message") for event in later)
+
+    def _adopt(self, message: UserMessageEvent) -> None:
         self._seq = message.seq
         self._events.append(message)
         self._message_ids[message.id] = message
-        return message
 
     def _start_response(self) -> None:
         deps = self._deps
@@ -225,12 +326,12 @@ class Conversation:
             response_id=new_id("resp"),
             provider=deps.provider,
             tools=deps.tools,
-            tool_context=ToolContext(store=deps.store, session_id=self.session_id),
+            tool_context=ToolContext(profiles=deps.store.profiles, session_id=self.session_id),
             config=deps.response,
             metrics=deps.metrics,
         )
-        self._runner = runner
-        self._response_task = deps.supervisor.spawn(
+        self._tasks.runner = runner
+        self._tasks.response = deps.supervisor.spawn(
             self._respond(runner), name=f"response-{runner.response_id}"
         )
 
@@ -242,10 +343,10 @@ class Conversation:
             self._deps.summarizer.request_title(self.session_id, list(self._events))
 
     async def _on_cancel(self) -> None:
-        if not self.responding or self._runner is None:
+        if not self.responding or self._tasks.runner is None:
             await self.send_error(ErrorCode.NO_ACTIVE_RESPONSE, "no response is running")
             return
-        self._runner.cancel()
+        self._tasks.runner.cancel()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -255,8 +356,23 @@ class Conversation:
             await self._sink.close(code, reason)
 
     def cancel_response(self) -> None:
-        if self.responding and self._runner is not None:
-            self._runner.cancel()
+        if self.responding and self._tasks.runner is not None:
+            self._tasks.runner.cancel()
+
+    def end(self, ending: Ending) -> None:
+        """The server ends the conversation (its lease is lost, the session deleted): cancel
+        the response, tell the client why, close its socket."""
+        if self._tasks.ending is not None:
+            return
+        self.cancel_response()
+        self._tasks.ending = self._deps.supervisor.spawn(
+            self._end(ending), name=f"end-{self.session_id}"
+        )
+
+    async def _end(self, ending: Ending) -> None:
+        log.warning("ending the conversation of %s: %s", self.session_id, ending.message)
+        await self.send_error(ending.code, ending.message, retryable=ending.retryable)
+        await self.close_connection(ending.close_code, ending.message)
 
     def detach(self) -> None:
         """The client is gone: keep running the response, send nothing more."""
@@ -265,9 +381,13 @@ class Conversation:
             self.state = ConversationState.DETACHED
 
     async def wait_response(self) -> None:
-        """Return once no response is running (the running one ends on its own)."""
-        if self._response_task is not None:
-            await asyncio.wait([self._response_task])
+        """Return once no response runs and no message is being stored."""
+        tasks = [t for t in (self._tasks.storing, self._tasks.response) if t is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+        # A message stored just now may have started a response.
+        if self._tasks.response is not None and not self._tasks.response.done():
+            await asyncio.wait([self._tasks.response])
 
     def mark_closed(self) -> None:
         self.state = ConversationState.CLOSED

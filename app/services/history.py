@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import assert_never
 
-import orjson
+from pydantic_core import to_json
 
 from app.protocol import (
     AssistantMessageEvent,
@@ -22,14 +22,14 @@ INTERRUPTED_TOOL_RESULT = '{"error": "the tool did not finish (interrupted)"}'
 def tool_result_content(event: ToolResultEvent) -> str:
     """What the model reads as a tool's answer."""
     if event.ok:
-        return orjson.dumps(event.result).decode()
-    return orjson.dumps({"error": event.error}).decode()
+        return to_json(event.result).decode()
+    return to_json({"error": event.error}).decode()
 
 
 def _call_part(event: ToolCallEvent) -> ToolCallMessagePart:
     arguments = event.raw_arguments
     if arguments is None:
-        arguments = orjson.dumps(event.arguments).decode()
+        arguments = to_json(event.arguments).decode()
     return {
         "id": event.call_id,
         "type": "function",

@@ -3,22 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
 
-from app.database.base import SessionRecord
+from app.database.base import Lease, LeaseLost, SessionRecord, StoreError, WriteRefused
 from app.protocol import CloseCode, ErrorCode, SessionReady
 from app.services.conversation import (
     Conversation,
     ConversationDeps,
     ConversationState,
+    Ending,
     FrameSink,
 )
-from app.services.leases import LeaseBusy, LeaseKeeper
+from app.services.leases import LeaseBusy, LeaseKeeper, SessionGone
 from app.services.summaries import Summarizer
 
 log = logging.getLogger(__name__)
+
+SESSION_MOVED = Ending(
+    ErrorCode.SESSION_BUSY,
+    "this session is now held by another connection; resume it to continue",
+    CloseCode.TRY_AGAIN_LATER,
+    retryable=True,
+)
+SESSION_DELETED = Ending(
+    ErrorCode.SESSION_NOT_FOUND, "this session was deleted", CloseCode.NOT_FOUND
+)
+STORE_REFUSED = Ending(
+    ErrorCode.STORE_UNAVAILABLE,
+    "the store refused this session's events; resume it to continue from what is stored",
+    CloseCode.TRY_AGAIN_LATER,
+    retryable=True,
+)
 
 
 class ConnectRefused(Exception):
@@ -44,6 +62,13 @@ def visible_to(record: SessionRecord, owner: str | None) -> bool:
     return record.owner == owner
 
 
+def _store_refusal(error: StoreError) -> ConnectRefused:
+    log.warning("refusing a connection: the store does not answer: %s", error)
+    return ConnectRefused(
+        ErrorCode.STORE_UNAVAILABLE, "the store does not answer; retry shortly", retryable=True
+    )
+
+
 class SessionHub:
     """Maps session ids to their one live `Conversation`; across instances, the store's session
     leases (`LeaseKeeper`) keep it to one connection per session."""
@@ -63,6 +88,8 @@ class SessionHub:
         self._live: dict[str, Conversation] = {}
         self._claimed: set[str] = set()
         self._draining = False
+        deps.writer.set_on_refused(self._on_refused)
+        leases.set_on_lost(self._on_lost)
 
     @property
     def draining(self) -> bool:
@@ -72,10 +99,6 @@ class SessionHub:
         conversation = self._live.get(session_id)
         return conversation is not None and conversation.state is ConversationState.OPEN
 
-    def is_known(self, session_id: str) -> bool:
-        """True while a connection or its last response still holds the session here."""
-        return session_id in self._live or session_id in self._claimed
-
     async def connect(
         self, session_id: str | None, *, after_seq: int, owner: str | None, sink: FrameSink
     ) -> tuple[Conversation, SessionReady]:
@@ -84,9 +107,12 @@ class SessionHub:
             raise ConnectRefused(
                 ErrorCode.INTERNAL_ERROR, "the server is shutting down; reconnect", retryable=True
             )
-        if session_id is None:
-            return await self._start_new(owner, sink)
-        return await self._resume(session_id, after_seq=after_seq, owner=owner, sink=sink)
+        try:
+            if session_id is None:
+                return await self._start_new(owner, sink)
+            return await self._resume(session_id, after_seq=after_seq, owner=owner, sink=sink)
+        except StoreError as e:
+            raise _store_refusal(e) from e
 
     async def _start_new(
         self, owner: str | None, sink: FrameSink
@@ -99,9 +125,9 @@ class SessionHub:
             model=self._deps.provider.model,
             owner=owner,
         )
-        await self._deps.store.create_session(record)
-        await self._leases.acquire(record.id, wait_s=0)
-        conversation = Conversation(record, [], self._deps, sink)
+        await self._deps.store.sessions.create(record)
+        lease = await self._take_lease(record.id, wait_s=0)
+        conversation = Conversation(record, [], self._deps, sink, lease=lease)
         self._live[record.id] = conversation
         ready = SessionReady(session_id=record.id, resumed=False, events=[], model=record.model)
         return conversation, ready
@@ -110,12 +136,14 @@ class SessionHub:
         self, raw_id: str, *, after_seq: int, owner: str | None, sink: FrameSink
     ) -> tuple[Conversation, SessionReady]:
         session_id = parse_session_id(raw_id)
-        if session_id is None:
+        # Ownership before anything else: another owner's session does not exist, busy or not.
+        record = await self._deps.store.sessions.get(session_id) if session_id else None
+        if session_id is None or record is None or not visible_to(record, owner):
             raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
         await self._wait_for_previous(session_id)
         self._claimed.add(session_id)
         try:
-            conversation = await self._load(session_id, owner, sink)
+            conversation = await self._load(session_id, sink)
         finally:
             self._claimed.discard(session_id)
         self._live[session_id] = conversation
@@ -147,25 +175,27 @@ class SessionHub:
                     retryable=True,
                 ) from e
 
-    async def _load(self, session_id: str, owner: str | None, sink: FrameSink) -> Conversation:
-        record = await self._deps.store.get_session(session_id)
-        if record is None or not visible_to(record, owner):
-            raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
-        await self._take_lease(session_id)
+    async def _load(self, session_id: str, sink: FrameSink) -> Conversation:
+        lease = await self._take_lease(session_id, wait_s=self._resume_wait_s)
         try:
-            # Read after the lease: the previous instance flushed everything before releasing.
-            record = await self._deps.store.get_session(session_id) or record
-            events = await self._deps.store.list_events(session_id, after_seq=0, limit=None)
+            # Read after the lease: the previous holder flushed everything before releasing.
+            record = await self._deps.store.sessions.get(session_id)
+            events = await self._deps.store.events.read(session_id)
         except BaseException:
-            await self._leases.release(session_id)
+            await self._leases.release(lease)
             raise
-        return Conversation(record, events, self._deps, sink)
+        if record is None:
+            await self._leases.release(lease)
+            raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
+        return Conversation(record, events, self._deps, sink, lease=lease)
 
-    async def _take_lease(self, session_id: str) -> None:
+    async def _take_lease(self, session_id: str, *, wait_s: float) -> Lease:
         """Refuse while another instance's client is connected; wait (bounded) while that
         instance only finishes the last response."""
         try:
-            await self._leases.acquire(session_id, wait_s=self._resume_wait_s)
+            return await self._leases.acquire(session_id, wait_s=wait_s)
+        except SessionGone as e:
+            raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session") from e
         except LeaseBusy as e:
             message = (
                 "the previous connection's response is still finishing; retry shortly"
@@ -173,6 +203,39 @@ class SessionHub:
                 else "this session is open in another connection"
             )
             raise ConnectRefused(ErrorCode.SESSION_BUSY, message, retryable=e.retryable) from e
+
+    # -- endings the client did not ask for ------------------------------------------------
+
+    def end_deleted(self, session_id: str) -> None:
+        """The session is being deleted: its conversation here ends (the client hears why)."""
+        conversation = self._live.get(session_id)
+        if conversation is not None:
+            conversation.end(SESSION_DELETED)
+
+    def _on_refused(self, lease: Lease, error: WriteRefused) -> None:
+        self._deps.metrics.store_refusals.inc()
+        self._end_holding(lease, SESSION_MOVED if isinstance(error, LeaseLost) else STORE_REFUSED)
+
+    def _on_lost(self, lease: Lease) -> None:
+        self._end_holding(lease, SESSION_MOVED)
+
+    def _end_holding(self, lease: Lease, ending: Ending) -> None:
+        conversation = self._live.get(lease.session_id)
+        if conversation is None or conversation.lease != lease:
+            return
+        self._deps.supervisor.spawn(
+            self._end_checked(conversation, ending), name=f"ending-{lease.session_id}"
+        )
+
+    async def _end_checked(self, conversation: Conversation, ending: Ending) -> None:
+        """A lost lease may mean the session was deleted elsewhere: then say so."""
+        if ending is SESSION_MOVED:
+            with contextlib.suppress(StoreError):
+                if await self._deps.store.sessions.get(conversation.session_id) is None:
+                    ending = SESSION_DELETED
+        conversation.end(ending)
+
+    # -- teardown ---------------------------------------------------------------------------
 
     def disconnect(self, conversation: Conversation) -> None:
         """The client left: the response runs to its end, then the session is torn down."""
@@ -182,29 +245,47 @@ class SessionHub:
         )
 
     async def _tear_down(self, conversation: Conversation) -> None:
-        session_id = conversation.session_id
+        session_id, lease = conversation.session_id, conversation.lease
+        flushed = False
         try:
-            await self._leases.mark_closing(session_id)
+            await self._leases.mark_closing(lease)
             await conversation.wait_response()
             await self._deps.writer.flush()
+            flushed = True
         finally:
             try:
                 # Even when shutdown cancels the teardown, the summary is marked pending, so
                 # an instance makes it. Marked before the release: a session without a lease
                 # never looks like one a dead instance left unsummarized.
                 if conversation.has_messages:
-                    await self._summarizer.request(session_id)
+                    await self._request_summary(session_id)
             finally:
                 # Released before a local resume may proceed, so it never loses the new lease.
-                await self._leases.release(session_id)
+                # Not while its events may still be queued (shutdown cut the flush short): they
+                # are spilled, and their replay needs the lease they were made under. It expires,
+                # or the next process in this slot frees it after the replay.
+                if flushed:
+                    await self._leases.release(lease)
+                    self._deps.writer.forget(lease)
                 if self._live.get(session_id) is conversation:
                     del self._live[session_id]
                 conversation.mark_closed()
 
+    async def _request_summary(self, session_id: str) -> None:
+        try:
+            await self._summarizer.request(session_id)
+        except StoreError as e:
+            # Not lost: a session whose events go past its summary and that holds no lease is
+            # found by the summary poll (`unsummarized_sessions`).
+            log.warning("could not ask for the summary of %s: %s", session_id, e)
+
     async def drain(self, *, grace_s: float) -> None:
         """Shutdown: refuse new connections, let responses finish within `grace_s`, cancel
-        the rest (they are stored as cancelled), flush, and close every socket with 1001."""
+        the rest (they are stored as cancelled), flush (bounded by the same grace), and close
+        every socket with 1001."""
         self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
         conversations = list(self._live.values())
         waits = [asyncio.ensure_future(c.wait_response()) for c in conversations]
         if waits:
@@ -212,7 +293,12 @@ class SessionHub:
             for conversation in conversations:
                 conversation.cancel_response()
             if late:
-                await asyncio.wait(late)
-        await self._deps.writer.flush()
+                # A cancelled response closes itself at once; one stuck on the store does not.
+                await asyncio.wait(late, timeout=max(deadline - loop.time(), 0.5))
+                for wait in late:
+                    wait.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                await self._deps.writer.flush()
         for conversation in conversations:
             await conversation.close_connection(CloseCode.GOING_AWAY, "server shutting down")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -17,10 +18,22 @@ AUDIENCE = "authenticated"
 # ones. The algorithm is chosen by the key, never by the token alone (no algorithm confusion).
 ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
 _REQUIRED_CLAIMS = ["exp", "sub", "aud", "iss"]
+# The auth server's clock and ours differ a little: `exp`, `nbf` and `iat` are checked with this
+# much margin, so a token just issued is not "not yet valid" here.
+CLOCK_LEEWAY_S = 60
 
 
 class InvalidToken(Exception):
     """The token is not a valid user JWT of this project."""
+
+
+class KeysUnavailable(Exception):
+    """The project's signing keys cannot be fetched right now (the auth server is down or
+    overloaded), so a token cannot be judged: retry after `retry_after_s`."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class JwksCache:
@@ -45,15 +58,23 @@ class JwksCache:
         self._max_age_s = max_age_s
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
+        # The last fetch failed in a way that passes (unreachable, 5xx, 429).
+        self._outage = False
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str) -> jwt.PyJWK:
-        """The key named `kid`; raises `InvalidToken` when the project has none by that name."""
+        """The key named `kid`; raises `InvalidToken` when the project has none by that name,
+        `KeysUnavailable` when that cannot be told because the keys could not be fetched."""
         if self._stale() or kid not in self._keys:
             async with self._lock:  # concurrent misses share one fetch
                 if self._stale() or (kid not in self._keys and self._may_refresh()):
                     await self._refresh()
         found = self._keys.get(kid)
+        if found is None and self._outage:
+            raise KeysUnavailable(
+                "the project's signing keys could not be fetched; retry shortly",
+                retry_after_s=self._retry_after_s(),
+            )
         if found is None:
             raise InvalidToken("the token's signing key is not one of this project's")
         return found
@@ -69,6 +90,11 @@ class JwksCache:
             time.monotonic() - self._fetched_at >= self._min_refresh_s
         )
 
+    def _retry_after_s(self) -> int:
+        """Whole seconds until the keys may be fetched again (at least one)."""
+        since = time.monotonic() - (self._fetched_at or 0.0)
+        return max(1, math.ceil(self._min_refresh_s - since))
+
     async def _refresh(self) -> None:
         try:
             response = await self._http.get(self._url)
@@ -77,14 +103,27 @@ class JwksCache:
         except (httpx.HTTPError, ValueError) as e:
             # Keep the keys we had: a blip of the auth server should not log everyone out.
             log.warning("could not fetch the JWKS from %s: %s", self._url, e)
-            if not self._keys:
+            self._outage = _passes(e)
+            if not self._keys and not self._outage:
+                # A 404 or a document without keys: a wrong SUPABASE_JWKS_URL, not an outage.
                 raise InvalidToken("the project's signing keys could not be fetched") from e
             return
         finally:
             # Failures count as a fetch too, so a down auth server is not asked on every token.
             self._fetched_at = time.monotonic()
+        self._outage = False
         self._keys = keys
         log.info("fetched %d signing keys from the JWKS", len(keys))
+
+
+def _passes(error: Exception) -> bool:
+    """Whether a failed JWKS fetch is an outage that passes (so the refusal is retryable)."""
+    if isinstance(error, httpx.TransportError):  # unreachable, refused, timed out
+        return True
+    if isinstance(error, httpx.HTTPStatusError):
+        status = error.response.status_code
+        return status >= 500 or status == 429
+    return False
 
 
 def _parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
@@ -119,7 +158,8 @@ class SupabaseJwtVerifier:
         self._secret = jwt_secret
 
     async def user_id(self, token: str) -> str:
-        """The user id (`sub`) of a valid token; raises `InvalidToken`."""
+        """The user id (`sub`) of a valid token; raises `InvalidToken`, or `KeysUnavailable`
+        when the keys to check it cannot be fetched."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as e:
@@ -132,6 +172,7 @@ class SupabaseJwtVerifier:
                 algorithms=[algorithm],
                 audience=AUDIENCE,
                 issuer=self._issuer,
+                leeway=CLOCK_LEEWAY_S,
                 options={"require": _REQUIRED_CLAIMS},
             )
         except jwt.ExpiredSignatureError as e:

@@ -1,17 +1,19 @@
 """Session leases: one live connection per session across every instance on one database.
 
-The instance serving a session holds its lease row in the store. A heartbeat renews every lease
-this instance holds; teardown releases it. A lease whose instance died is not renewed and expires
-within `ttl_s`, after which any instance may take the session.
+The instance serving a session holds its lease in the store, with an epoch that grows with
+every acquisition; every event it writes names that holding, and the store refuses events of a
+holding that ended. A heartbeat renews every lease this instance holds; a lease found gone (it
+expired while this instance could not reach the store and another took it, or the session was
+deleted) is reported through `on_lost`, so its conversation ends instead of writing on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+from collections.abc import Callable
 
-from app.database.base import LeaseState, Store, StoreError
+from app.database.base import Lease, LeaseRepository, LeaseState, StoreError
 from app.services.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -31,63 +33,77 @@ class LeaseBusy(Exception):
         self.retryable = retryable
 
 
+class SessionGone(Exception):
+    """The session does not exist (any more)."""
+
+
 class LeaseKeeper:
     """This instance's leases: taken at connect, renewed by `run()`, released at teardown."""
 
-    def __init__(self, store: Store, metrics: Metrics, *, ttl_s: float) -> None:
-        self.instance_id = str(uuid.uuid4())
-        self._store = store
+    def __init__(
+        self, leases: LeaseRepository, metrics: Metrics, *, instance_id: str, ttl_s: float
+    ) -> None:
+        self.instance_id = instance_id
+        self._leases = leases
         self._metrics = metrics
         self._ttl_s = ttl_s
-        self._held: set[str] = set()
+        self._held: dict[str, Lease] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._on_lost: Callable[[Lease], None] = lambda lease: None
 
     @property
     def held(self) -> frozenset[str]:
         return frozenset(self._held)
 
-    async def acquire(self, session_id: str, *, wait_s: float) -> None:
+    def set_on_lost(self, on_lost: Callable[[Lease], None]) -> None:
+        """Who hears about holdings found lost (the hub, which ends their conversations)."""
+        self._on_lost = on_lost
+
+    async def acquire(self, session_id: str, *, wait_s: float) -> Lease:
         """Take the lease; refuse while another instance's client is connected (after a short
         grace for a drop it has not seen yet), wait (at most `wait_s`) while that instance only
-        finishes the last response."""
+        finishes the last response. `SessionGone` when there is no such session."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         live_deadline = loop.time() + min(_LIVE_GRACE_S, wait_s)
         while True:
-            state = await self._store.acquire_lease(
+            taken = await self._leases.acquire(
                 session_id, holder=self.instance_id, ttl_s=self._ttl_s
             )
-            if state is None:
-                self._held.add(session_id)
+            if isinstance(taken, Lease):
+                self._held[session_id] = taken
                 self._metrics.session_leases.set(len(self._held))
-                return
-            if state is LeaseState.LIVE and loop.time() >= live_deadline:
-                self._metrics.lease_refusals.labels(state=state.value).inc()
+                return taken
+            if taken is None:
+                raise SessionGone(session_id)
+            if taken is LeaseState.LIVE and loop.time() >= live_deadline:
+                self._metrics.lease_refusals.labels(state=taken.value).inc()
                 raise LeaseBusy(retryable=False)
             if loop.time() >= deadline:
-                self._metrics.lease_refusals.labels(state=state.value).inc()
+                self._metrics.lease_refusals.labels(state=taken.value).inc()
                 raise LeaseBusy(retryable=True)
             # Polling a condition with a deadline: the other instance has no channel to us.
             await asyncio.sleep(min(_CLOSING_POLL_S, max(deadline - loop.time(), 0)))
 
-    async def mark_closing(self, session_id: str) -> None:
+    async def mark_closing(self, lease: Lease) -> None:
         """The client left; best effort (a resume elsewhere is refused instead of waiting)."""
         try:
-            await self._store.mark_lease_closing(session_id, holder=self.instance_id)
+            await self._leases.mark_closing(lease)
         except StoreError as e:
-            log.warning("could not mark the lease of %s closing: %s", session_id, e)
+            log.warning("could not mark the lease of %s closing: %s", lease.session_id, e)
 
-    async def release(self, session_id: str) -> None:
-        """Drop the lease; if the store is down it expires by itself within the TTL."""
-        self._held.discard(session_id)
+    async def release(self, lease: Lease) -> None:
+        """End the holding; if the store is down it expires by itself within the TTL."""
+        if self._held.get(lease.session_id) == lease:
+            del self._held[lease.session_id]
         self._metrics.session_leases.set(len(self._held))
         if self._stopping.is_set():
             self._wake.set()
         try:
-            await self._store.release_lease(session_id, holder=self.instance_id)
+            await self._leases.release(lease)
         except StoreError as e:
-            log.warning("could not release the lease of %s: %s", session_id, e)
+            log.warning("could not release the lease of %s: %s", lease.session_id, e)
 
     def stop(self) -> None:
         """Shutdown: the heartbeat ends once every lease is released."""
@@ -108,20 +124,24 @@ class LeaseKeeper:
                 next_renewal = loop.time() + self._ttl_s / 3
 
     async def renew(self) -> None:
-        """Extend every held lease once; a lease found gone is reported (it expired while this
-        instance could not reach the store, and another instance may have the session now)."""
-        held = set(self._held)
+        """Extend every held lease once; a holding found ended is reported to `on_lost`."""
+        held = dict(self._held)
         if not held:
             return
         try:
-            renewed = await self._store.renew_leases(
-                sorted(held), holder=self.instance_id, ttl_s=self._ttl_s
-            )
+            renewed = await self._leases.renew(list(held.values()), ttl_s=self._ttl_s)
         except StoreError as e:
             self._metrics.lease_renew_failures.inc()
             log.warning("could not renew %d session leases: %s", len(held), e)
             return
-        lost = held - renewed - (held - self._held)
+        lost = [
+            lease
+            for session_id, lease in held.items()
+            if session_id not in renewed and self._held.get(session_id) == lease
+        ]
         if lost:
             self._metrics.lease_renew_failures.inc()
-            log.error("lost the leases of %d sessions: %s", len(lost), sorted(lost))
+            log.error("lost the leases of %d sessions: %s", len(lost), [x.session_id for x in lost])
+        for lease in lost:
+            del self._held[lease.session_id]
+            self._on_lost(lease)

@@ -44,6 +44,18 @@ class Metrics:
         self.store_queue_depth = Gauge(
             "chat_store_queue_depth", "Events waiting to be written", registry=self.registry
         )
+        self.store_refusals = Counter(
+            "chat_store_refused_events",
+            "Events the store refused for good (lost lease, conflict), by session holding",
+            registry=self.registry,
+        )
+        self.service_restarts = Gauge(
+            "chat_service_restarts",
+            "Times a background service (event writer, lease heartbeat, summary poll) failed "
+            "and was restarted",
+            ["service"],
+            registry=self.registry,
+        )
 
         # Scale-out (docs/deployment.md): leases held here, connections refused because another
         # instance holds the session, heartbeats that failed, background jobs claimed here.

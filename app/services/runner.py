@@ -41,6 +41,7 @@ from app.services.llm.base import (
     ToolDefinition,
 )
 from app.services.metrics import Metrics
+from app.services.storable import storable_json, storable_text
 from app.services.tools import ToolContext, ToolError, ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,12 @@ def _add_usage(
         both_numbers = isinstance(value, int | float) and isinstance(known, int | float)
         summed[key] = known + value if both_numbers else value  # type: ignore[operator]
     return summed
+
+
+def _storable_object(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    storable = storable_json(value)
+    assert isinstance(storable, dict)  # a dict stays a dict
+    return storable
 
 
 def _parse_arguments(raw: str) -> dict[str, JsonValue] | None:
@@ -253,9 +260,11 @@ class ResponseRunner:
             if not self._progress.text:
                 elapsed = asyncio.get_running_loop().time() - self._started_at
                 self._metrics.time_to_first_token.observe(elapsed)
-            self._progress.text.append(event.text)
+            # What the client sees is what is stored: `response.done.text` is their sum.
+            text = storable_text(event.text)
+            self._progress.text.append(text)
             self._metrics.tokens_streamed.inc()
-            await self._host.send(ResponseDelta(response_id=self.response_id, text=event.text))
+            await self._host.send(ResponseDelta(response_id=self.response_id, text=text))
         elif isinstance(event, ToolCallRequest):
             calls.append(event)
         elif isinstance(event, Finished):
@@ -264,9 +273,10 @@ class ResponseRunner:
             assert_never(event)
 
     def _on_finished(self, event: Finished) -> None:
-        self._progress.finish_reason = event.finish_reason
-        self._progress.usage = _add_usage(self._progress.usage, event.usage)
-        self._progress.model = event.model
+        usage = _storable_object(event.usage) if event.usage is not None else None
+        self._progress.finish_reason = storable_text(event.finish_reason)
+        self._progress.usage = _add_usage(self._progress.usage, usage)
+        self._progress.model = storable_text(event.model)
 
     async def _run_tools(self, calls: list[ToolCallRequest]) -> None:
         announced = [await self._announce(call) for call in calls]
@@ -280,10 +290,10 @@ class ResponseRunner:
             seq=self._host.next_seq(),
             created_at=_now(),
             response_id=self.response_id,
-            call_id=call.call_id,
-            name=call.name,
-            arguments=arguments if arguments is not None else {},
-            raw_arguments=None if arguments is not None else call.arguments,
+            call_id=storable_text(call.call_id),
+            name=storable_text(call.name),
+            arguments=_storable_object(arguments) if arguments is not None else {},
+            raw_arguments=None if arguments is not None else storable_text(call.arguments),
         )
         self._progress.open_calls[event.call_id] = event
         self._host.record(event)
@@ -335,8 +345,8 @@ class ResponseRunner:
             call_id=call.call_id,
             name=call.name,
             ok=error is None,
-            result=result,
-            error=error,
+            result=storable_json(result),
+            error=None if error is None else storable_text(error),
         )
         self._host.record(event)
         await self._host.send(event)

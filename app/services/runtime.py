@@ -3,32 +3,55 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from app.database.base import Store
+from app.database.base import Store, StoreError
 from app.database.factory import create_store
 from app.services.auth import Authenticator, create_authenticator
 from app.services.context import ContextBudget, context_window_of
 from app.services.conversation import ConversationDeps
 from app.services.event_writer import EventWriter
 from app.services.hub import SessionHub
+from app.services.instance import InstanceSlot, take_slot
 from app.services.leases import LeaseKeeper
 from app.services.llm import create_provider, summary_model
 from app.services.llm.base import LLMProvider
 from app.services.metrics import Metrics
 from app.services.runner import ResponseConfig
 from app.services.sessions import SessionDirectory
+from app.services.spill import replay_spill, write_spill
 from app.services.summaries import Summarizer
 from app.services.supervisor import TaskSupervisor
 from app.services.tools import DEMO_PROFILES, ToolFunction, ToolRegistry
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+WRITER_SERVICE = "event-writer"
+# After the grace period, what shutdown still allows itself: the writer's last attempt (then
+# the spill), the services' stop, closing the store.
+_WRITER_CLOSE_S = 1.0
+_SERVICES_STOP_S = 0.5
+_STORE_CLOSE_S = 1.0
+
+
+@dataclass(slots=True)
+class ShutdownClock:
+    """When shutdown began, so that the drain and the lifespan's stop share one grace."""
+
+    started_at: float | None = None
+
+    def remaining(self, grace_s: float) -> float:
+        if self.started_at is None:
+            return grace_s
+        elapsed = asyncio.get_running_loop().time() - self.started_at
+        return max(grace_s - elapsed, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,37 +69,46 @@ class Runtime:
     sessions: SessionDirectory
     auth: Authenticator
     leases: LeaseKeeper
+    slot: InstanceSlot
+    shutdown: ShutdownClock = field(default_factory=ShutdownClock)
 
 
 async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) -> Runtime:
-    """Open the store, start the writer, pick the model, and resume pending summaries."""
+    """Open the store, take over what a dead predecessor left, start the writer, pick the
+    model, and resume pending summaries."""
     store = create_store(settings)
     await store.open()
-    await store.upsert_user_profiles(DEMO_PROFILES)
+    try:
+        slot = take_slot(settings.state_dir)
+    except BaseException:
+        await store.close()
+        raise
+    try:
+        return await _start(settings, store, slot, tools)
+    except BaseException:
+        slot.release()
+        await store.close()
+        raise
+
+
+async def _start(
+    settings: Settings, store: Store, slot: InstanceSlot, tools: Sequence[ToolFunction]
+) -> Runtime:
+    await _take_over(store, slot)
+    await store.profiles.upsert(DEMO_PROFILES)
     metrics = Metrics()
     supervisor = TaskSupervisor()
     writer = EventWriter(
-        store,
+        store.events,
         flush_interval_s=settings.write_flush_ms / 1000,
         batch_max=settings.write_batch_max,
         buffer_max=settings.write_buffer_max,
         on_write=metrics.store_write_seconds.observe,
     )
-    writer.start()
-    provider = create_provider(settings)
-    summaries_model = summary_model(settings, provider)
-    summarizer = Summarizer(
-        store=store,
-        provider=provider,
-        supervisor=supervisor,
-        metrics=metrics,
-        model=summaries_model,
-        title_model=settings.title_model or summaries_model,
-        window_tokens=settings.summary_window_tokens or context_window_of(summaries_model),
-        concurrency=settings.summary_concurrency,
-        poll_s=settings.summary_poll_s,
-        claim_timeout_s=settings.summary_claim_timeout_s,
-    )
+    supervisor.spawn_service(writer.run, name=WRITER_SERVICE)
+    # In a thread: a client loads its TLS certificates (tens of ms), the local model its library.
+    provider = await asyncio.to_thread(create_provider, settings)
+    summarizer = _summarizer(settings, store, provider, supervisor, metrics, slot.instance_id)
     context_max_tokens = settings.context_max_tokens or (
         context_window_of(provider.model) - settings.llm_max_completion_tokens
     )
@@ -97,8 +129,11 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
         metrics=metrics,
         supervisor=supervisor,
         max_message_chars=settings.max_message_chars,
+        commit_timeout_s=settings.store_commit_timeout_s,
     )
-    leases = LeaseKeeper(store, metrics, ttl_s=settings.lease_ttl_s)
+    leases = LeaseKeeper(
+        store.leases, metrics, instance_id=slot.instance_id, ttl_s=settings.lease_ttl_s
+    )
     hub = SessionHub(deps, summarizer, leases, resume_wait_s=settings.resume_wait_s)
     runtime = Runtime(
         settings,
@@ -112,20 +147,66 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
         SessionDirectory(store, hub),
         create_authenticator(settings),
         leases,
+        slot,
     )
     resumed = await summarizer.resume_pending()
-    # Both loops are owned by the supervisor and end on stop (the heartbeat once every lease
-    # is released), so other instances see this one's sessions free as soon as it is gone.
-    supervisor.spawn(leases.run(), name="lease-heartbeat")
-    supervisor.spawn(summarizer.poll(), name="summary-poll")
+    # Both loops end on stop (the heartbeat once every lease is released), so other instances
+    # see this one's sessions free as soon as it is gone; a loop that fails is restarted.
+    supervisor.spawn_service(leases.run, name="lease-heartbeat")
+    supervisor.spawn_service(summarizer.poll, name="summary-poll")
     log.info(
-        "ready: store=%s model=%s instance=%s pending_summaries=%d",
+        "ready: store=%s model=%s instance=%s slot=%d pending_summaries=%d",
         store.kind,
         provider.model,
-        leases.instance_id,
+        slot.instance_id,
+        slot.number,
         resumed,
     )
     return runtime
+
+
+async def _take_over(store: Store, slot: InstanceSlot) -> None:
+    """What the previous process of this slot left (it is dead: its lock was free): its spilled
+    events go into the store first (under their own leases), then its leases are freed and its
+    claimed jobs handed back, so nothing waits for them to expire."""
+    replayed = await replay_spill(slot.spill_path, store.events)
+    if replayed:
+        log.info("replayed %d events spilled by the previous process", replayed)
+    if slot.predecessor_id is None:
+        return
+    freed = await store.leases.release_holder(slot.predecessor_id)
+    handed_back = await store.jobs.reclaim(slot.predecessor_id)
+    if freed or handed_back:
+        log.info(
+            "took over from the previous process: %d leases freed, %d jobs handed back",
+            freed,
+            handed_back,
+        )
+
+
+def _summarizer(
+    settings: Settings,
+    store: Store,
+    provider: LLMProvider,
+    supervisor: TaskSupervisor,
+    metrics: Metrics,
+    claimant: str,
+) -> Summarizer:
+    summaries_model = summary_model(settings, provider)
+    return Summarizer(
+        store=store,
+        provider=provider,
+        supervisor=supervisor,
+        metrics=metrics,
+        model=summaries_model,
+        title_model=settings.title_model or summaries_model,
+        window_tokens=settings.summary_window_tokens or context_window_of(summaries_model),
+        concurrency=settings.summary_concurrency,
+        claimant=claimant,
+        poll_s=settings.summary_poll_s,
+        claim_timeout_s=settings.summary_claim_timeout_s,
+        retry_s=settings.summary_retry_s,
+    )
 
 
 def drain_on_signals(runtime: Runtime) -> None:
@@ -146,6 +227,7 @@ def _on_signal(runtime: Runtime, number: int, previous: Callable[[int, Any], Any
         previous(number, None)  # a second signal: stop now
         return
     log.info("signal %d: draining before shutdown", number)
+    runtime.shutdown.started_at = asyncio.get_running_loop().time()
 
     async def drain_then_stop() -> None:
         try:
@@ -157,11 +239,27 @@ def _on_signal(runtime: Runtime, number: int, previous: Callable[[int, Any], Any
 
 
 async def stop_runtime(runtime: Runtime) -> None:
-    """Let running work finish within the grace period, flush every event, close everything."""
+    """Let running work finish within what is left of the grace period, write what the store
+    takes, spill the rest to disk, close everything. Bounded even when the store is down."""
+    if runtime.shutdown.started_at is None:
+        runtime.shutdown.started_at = asyncio.get_running_loop().time()
     runtime.summarizer.stop()
     runtime.leases.stop()
-    await runtime.supervisor.shutdown(grace_s=runtime.settings.shutdown_grace_s)
-    await runtime.writer.close()
+    grace_s = runtime.shutdown.remaining(runtime.settings.shutdown_grace_s)
+    await runtime.supervisor.shutdown(grace_s=grace_s)
+    unwritten = await runtime.writer.close(timeout_s=_WRITER_CLOSE_S)
+    if unwritten:
+        await asyncio.to_thread(write_spill, runtime.slot.spill_path, unwritten)
+        log.error(
+            "the store did not take %d events before shutdown: spilled to %s, replayed at the "
+            "next start",
+            len(unwritten),
+            runtime.slot.spill_path,
+        )
+    await runtime.supervisor.stop_services(timeout_s=_SERVICES_STOP_S)
     await runtime.provider.aclose()
     await runtime.auth.aclose()
-    await runtime.store.close()
+    with contextlib.suppress(TimeoutError, StoreError):
+        async with asyncio.timeout(_STORE_CLOSE_S):
+            await runtime.store.close()
+    runtime.slot.release()

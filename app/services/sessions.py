@@ -15,10 +15,6 @@ class SessionNotFound(Exception):
     """No session with that id is visible to the caller."""
 
 
-class SessionActive(Exception):
-    """The session has a live connection and cannot be deleted now."""
-
-
 class InvalidCursor(Exception):
     """A `before` cursor that this server did not hand out."""
 
@@ -42,16 +38,19 @@ def decode_cursor(cursor: str) -> SessionCursor:
 
 
 class SessionDirectory:
-    """The REST view of sessions: live status from the hub, the rest from the store."""
+    """The REST view of sessions: live status from the hub and the leases, the rest from the
+    store."""
 
     def __init__(self, store: Store, hub: SessionHub) -> None:
         self._store = store
         self._hub = hub
 
     def view(self, record: SessionRecord) -> SessionView:
+        # Active while a client is connected, here or on any other instance (its live lease).
+        active = record.live or self._hub.is_live(record.id)
         return SessionView(
             id=record.id,
-            status="active" if self._hub.is_live(record.id) else "idle",
+            status="active" if active else "idle",
             created_at=record.created_at,
             updated_at=record.updated_at,
             title=record.title,
@@ -64,14 +63,14 @@ class SessionDirectory:
     async def list(self, *, limit: int, before: str | None, owner: str | None) -> SessionPage:
         cursor = decode_cursor(before) if before else None
         # One extra row tells whether another page exists.
-        records = await self._store.list_sessions(limit=limit + 1, before=cursor, owner=owner)
+        records = await self._store.sessions.list(limit=limit + 1, before=cursor, owner=owner)
         page = records[:limit]
         next_cursor = encode_cursor(page[-1]) if len(records) > limit else None
         return SessionPage(sessions=[self.view(record) for record in page], next=next_cursor)
 
     async def get(self, raw_id: str, *, owner: str | None) -> SessionRecord:
         session_id = parse_session_id(raw_id)
-        record = await self._store.get_session(session_id) if session_id else None
+        record = await self._store.sessions.get(session_id) if session_id else None
         if record is None or not visible_to(record, owner):
             raise SessionNotFound(raw_id)
         return record
@@ -80,11 +79,13 @@ class SessionDirectory:
         self, raw_id: str, *, after_seq: int, limit: int, owner: str | None
     ) -> EventPage:
         record = await self.get(raw_id, owner=owner)
-        events = await self._store.list_events(record.id, after_seq=after_seq, limit=limit)
+        events = await self._store.events.read(record.id, after_seq=after_seq, limit=limit)
         return EventPage(events=events)
 
     async def delete(self, raw_id: str, *, owner: str | None) -> None:
+        """Delete the session and its events. A conversation live on it ends: here at once
+        (`session_not_found`, close 4404), on another instance when its next write or lease
+        renewal is refused (the deletion took the lease with it)."""
         record = await self.get(raw_id, owner=owner)
-        if self._hub.is_known(record.id):
-            raise SessionActive(record.id)
-        await self._store.delete_session(record.id)
+        self._hub.end_deleted(record.id)
+        await self._store.sessions.delete(record.id)

@@ -10,12 +10,11 @@ import asyncio
 import logging
 from collections.abc import Iterator, Sequence
 
-from app.database.base import Store, StoreError
+from app.database.base import JobClaim, JobKind, Store, StoreError
 from app.protocol import (
     AssistantMessageEvent,
     ErrorCode,
     StoredEvent,
-    SummaryStatus,
     ToolCallEvent,
     ToolResultEvent,
     UserMessageEvent,
@@ -47,6 +46,13 @@ _LINE_LIMIT_SHARE = 0.5
 MAX_TITLE_CHARS = 80
 # A title is made from the first exchange: the events read when another instance takes it over.
 _TITLE_EVENTS = 40
+# A failed summary or title is tried this many times in all, the waits doubling up to a bound.
+MAX_JOB_ATTEMPTS = 5
+_RETRY_MAX_S = 600.0
+# The outcome of a job whose claim the store did not answer.
+_UNCLAIMED = "unclaimed"
+# At shutdown a job is handed back within this, or its claim goes stale by itself.
+_HAND_BACK_TIMEOUT_S = 2.0
 
 
 def transcript_line(event: StoredEvent) -> str | None:
@@ -123,8 +129,10 @@ class Summarizer:
     """End-of-session summaries and titles, as owned background tasks, a few at a time.
 
     Several instances may share the store: each job is claimed in the store before it runs
-    (exactly one claim wins), and every instance polls for jobs left pending, or claimed by an
-    instance that died, so none runs twice and none is left undone.
+    (exactly one claim wins) with a token that every write of its outcome names, and every
+    instance polls for jobs left pending, failed with a retry due, or claimed by an instance
+    that died, so none runs twice, none is left undone, and a stale claim cannot overwrite a
+    newer outcome. A failed job is retried with backoff, a bounded number of times.
     """
 
     def __init__(
@@ -138,8 +146,10 @@ class Summarizer:
         title_model: str,
         window_tokens: int,
         concurrency: int,
+        claimant: str,
         poll_s: float = 10.0,
         claim_timeout_s: float = 120.0,
+        retry_s: float = 5.0,
     ) -> None:
         self._title_model = title_model
         self._store = store
@@ -149,8 +159,10 @@ class Summarizer:
         self._model = model
         self._window_tokens = window_tokens
         self._slots = asyncio.Semaphore(concurrency)
+        self._claimant = claimant
         self._poll_s = poll_s
         self._claim_timeout_s = claim_timeout_s
+        self._retry_s = retry_s
         # Jobs with a task here already: a poll does not spawn a second one for them.
         self._active: set[str] = set()
         self._stopping = asyncio.Event()
@@ -168,21 +180,21 @@ class Summarizer:
 
     async def request(self, session_id: str) -> None:
         """Mark the session pending (durably) and summarize it in the background."""
-        await self._store.set_summary_status(session_id, SummaryStatus.PENDING)
+        await self._store.jobs.request_summary(session_id)
         self._spawn(session_id)
 
     async def resume_pending(self) -> int:
-        """Look for work any instance left: summaries pending (or claimed by an instance that
-        died), sessions a killed process left with unsummarized events and no live lease, and
-        titles left undone. Spawns a task for each (its claim decides who makes it)."""
-        statuses = [SummaryStatus.PENDING, SummaryStatus.RUNNING]
-        session_ids = await self._store.sessions_with_summary_status(statuses)
-        for session_id in await self._store.sessions_with_unsummarized_events():
-            await self._store.set_summary_status(session_id, SummaryStatus.PENDING)
+        """Look for work any instance left: summaries due (pending, failed with a retry due,
+        or claimed by an instance that died), sessions a killed process left with unsummarized
+        events and no live lease, and titles left undone. Spawns a task for each (its claim
+        decides who makes it)."""
+        jobs = self._store.jobs
+        session_ids = await jobs.summaries_due(stale_after_s=self._claim_timeout_s)
+        for session_id in await jobs.unsummarized_sessions():
+            await jobs.request_summary(session_id)
             session_ids.append(session_id)
         spawned = sum(self._spawn(session_id) for session_id in session_ids)
-        stale = await self._store.sessions_with_stale_titles(stale_after_s=self._claim_timeout_s)
-        for session_id in stale:
+        for session_id in await jobs.titles_due(stale_after_s=self._claim_timeout_s):
             self._spawn_title(session_id, None)
         return spawned
 
@@ -223,47 +235,83 @@ class Summarizer:
     async def _summarize(self, session_id: str) -> None:
         try:
             async with self._slots:
-                outcome = await self._claimed_summary(session_id)
+                outcome = await self._claimed_job(session_id, "summary", None)
         finally:
             self._active.discard(f"summary-{session_id}")
-        if outcome is not None:
+        if outcome not in (None, _UNCLAIMED):
             self._metrics.summaries.labels(outcome=outcome).inc()
 
-    async def _claimed_summary(self, session_id: str) -> str | None:
-        """Claim the job, then make it; None when another instance (or nobody) had it to do."""
+    async def _write_title(self, session_id: str, events: list[StoredEvent] | None) -> None:
         try:
-            if not await self._store.claim_summary(session_id, stale_after_s=self._claim_timeout_s):
-                return None
+            for attempt in range(MAX_JOB_ATTEMPTS):
+                async with self._slots:
+                    outcome = await self._claimed_job(session_id, "title", events)
+                # A title nobody could claim (the store did not answer) is in no list the poll
+                # reads (its job was never marked): this task tries again, a few times.
+                if outcome != _UNCLAIMED or self._stopping.is_set():
+                    return
+                await asyncio.sleep(min(self._retry_s * 2**attempt, _RETRY_MAX_S))
+        finally:
+            self._active.discard(f"title-{session_id}")
+
+    async def _claimed_job(
+        self, session_id: str, kind: JobKind, events: list[StoredEvent] | None
+    ) -> str | None:
+        """Claim the job, then make it; None when another instance (or nobody) had it to do,
+        `_UNCLAIMED` when the store did not answer the claim."""
+        try:
+            claim = await self._store.jobs.claim(
+                session_id, kind, claimant=self._claimant, stale_after_s=self._claim_timeout_s
+            )
         except StoreError as e:
-            log.warning("could not claim the summary of %s: %s", session_id, e)
+            log.warning("could not claim the %s of %s: %s", kind, session_id, e)
+            return _UNCLAIMED
+        if claim is None:
             return None
-        self._metrics.jobs_claimed.labels(kind="summary").inc()
+        self._metrics.jobs_claimed.labels(kind=kind).inc()
         try:
-            return await self._summarize_now(session_id)
+            if kind == "title":
+                return await self._title_now(claim, events)
+            return await self._summary_now(claim)
         except (LLMError, StoreError) as e:
-            log.warning("summary of %s failed: %s", session_id, e)
-            await self._mark_failed(session_id)
+            log.warning("%s of %s failed: %s", kind, session_id, e)
+            await self._fail(claim)
             return "failed"
         except asyncio.CancelledError:
             # Shutdown: hand the job back at once instead of waiting for the claim to go stale.
-            await self._hand_back(session_id)
+            await self._hand_back(claim)
             raise
 
-    async def _hand_back(self, session_id: str) -> None:
+    async def _fail(self, claim: JobClaim) -> None:
+        """Retry later with backoff (5 s, 10 s, 20 s ... by default), or give up for good."""
+        attempts = claim.attempts + 1
+        retry_in = (
+            min(self._retry_s * 2 ** (attempts - 1), _RETRY_MAX_S)
+            if attempts < MAX_JOB_ATTEMPTS
+            else None
+        )
         try:
-            await self._store.set_summary_status(session_id, SummaryStatus.PENDING)
+            await self._store.jobs.fail(claim, retry_in_s=retry_in)
         except StoreError as e:
-            log.warning("could not hand back the summary of %s: %s", session_id, e)
+            log.error("could not mark the %s of %s failed: %s", claim.kind, claim.session_id, e)
 
-    async def _summarize_now(self, session_id: str) -> str:
-        record = await self._store.get_session(session_id)
+    async def _hand_back(self, claim: JobClaim) -> None:
+        try:
+            async with asyncio.timeout(_HAND_BACK_TIMEOUT_S):
+                await self._store.jobs.hand_back(claim)
+        except (StoreError, TimeoutError) as e:
+            log.warning("could not hand back the %s of %s: %s", claim.kind, claim.session_id, e)
+
+    async def _summary_now(self, claim: JobClaim) -> str:
+        session_id = claim.session_id
+        record = await self._store.sessions.get(session_id)
         if record is None:
             return "gone"
-        events = await self._store.list_events(session_id, after_seq=record.summary_seq, limit=None)
+        events = await self._store.events.read(session_id, after_seq=record.summary_seq)
         if not events and record.summary is not None:
             # Resumed and left without new events: the summary still holds.
-            await self._store.save_summary(
-                session_id, summary=record.summary, summary_seq=record.summary_seq
+            await self._store.jobs.finish_summary(
+                claim, summary=record.summary, upto_seq=record.summary_seq
             )
             return "unchanged"
         summary = await summarize_in_parts(
@@ -275,45 +323,22 @@ class Summarizer:
             window_tokens=self._window_tokens,
         )
         last_seq = events[-1].seq if events else record.summary_seq
-        await self._store.save_summary(session_id, summary=summary, summary_seq=last_seq)
-        return "done"
+        finished = await self._store.jobs.finish_summary(claim, summary=summary, upto_seq=last_seq)
+        return "done" if finished else "superseded"
 
-    async def _mark_failed(self, session_id: str) -> None:
-        try:
-            await self._store.set_summary_status(session_id, SummaryStatus.FAILED)
-        except StoreError as e:
-            log.error("could not mark the summary of %s failed: %s", session_id, e)
-
-    async def _write_title(self, session_id: str, events: list[StoredEvent] | None) -> None:
-        try:
-            async with self._slots:
-                await self._claimed_title(session_id, events)
-        finally:
-            self._active.discard(f"title-{session_id}")
-
-    async def _claimed_title(self, session_id: str, events: list[StoredEvent] | None) -> None:
-        try:
-            if not await self._store.claim_title(session_id, stale_after_s=self._claim_timeout_s):
-                return
-            self._metrics.jobs_claimed.labels(kind="title").inc()
-            if events is None:  # taken over from an instance that died: read the first exchange
-                events = await self._store.list_events(session_id, after_seq=0, limit=_TITLE_EVENTS)
-            try:
-                title = await summarize_in_parts(
-                    self._provider,
-                    model=self._title_model,
-                    instructions=TITLE_INSTRUCTIONS,
-                    previous=None,
-                    events=events,
-                    window_tokens=self._window_tokens,
-                )
-            except LLMError as e:
-                # The claim goes stale and an instance tries again after the claim timeout.
-                log.warning("title of %s failed: %s", session_id, e)
-                return
-            await self._store.set_title(session_id, _clean_title(title))
-        except StoreError as e:
-            log.warning("title of %s failed: %s", session_id, e)
+    async def _title_now(self, claim: JobClaim, events: list[StoredEvent] | None) -> str:
+        if events is None:  # taken over from an instance that died: read the first exchange
+            events = await self._store.events.read(claim.session_id, limit=_TITLE_EVENTS)
+        title = await summarize_in_parts(
+            self._provider,
+            model=self._title_model,
+            instructions=TITLE_INSTRUCTIONS,
+            previous=None,
+            events=events,
+            window_tokens=self._window_tokens,
+        )
+        finished = await self._store.jobs.finish_title(claim, _clean_title(title))
+        return "done" if finished else "superseded"
 
 
 def _clean_title(text: str) -> str:

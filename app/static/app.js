@@ -45,12 +45,19 @@ const MESSAGE_REFUSALS = new Set([
   'message_too_large', 'response_in_progress', 'rate_limited', 'invalid_event', 'invalid_json',
 ]);
 
+// `error` frames that mean "nothing stored yet, send the same message again shortly": the
+// message stays pending and is resent with its id (the server stores it at most once).
+const RESEND_LATER = new Set(['store_unavailable']);
+const RESEND_BASE_MS = 1000;
+const RESEND_MAX_MS = 10000;
+
 // Plain words for an `error` frame that arrives without a message.
 const ERROR_WORDS = {
   message_too_large: 'That message is too long.',
   response_in_progress: 'Wait for the current answer to finish before sending.',
   rate_limited: 'Too many messages; wait a moment and try again.',
   session_busy: 'This session is already open elsewhere.',
+  store_unavailable: 'The server cannot store messages right now; your message will be sent again.',
   session_not_found: 'That session does not exist.',
   unauthorized: 'Not authorized.',
   forbidden: 'Not allowed.',
@@ -98,7 +105,11 @@ const state = {
   sessionsTicket: 0,
   summaryPolls: 0,
   leftSessionId: null, // the session just left: its summary is worth waiting for
+  leftSummary: null, // that session's summary when it was left; a new one ends the wait
+  leftSummaryStarted: false, // its summary was seen being made
   summaryTimer: 0,
+  resendAttempt: 0, // store_unavailable answers in a row: the next resend waits longer
+  resendTimer: 0,
 };
 
 const ui = {};
@@ -245,7 +256,7 @@ function reconnectNow() {
 
 /** Closes the socket on the user's behalf: no reconnect follows. */
 function closeSocketByUser() {
-  if (state.sessionId) state.leftSessionId = state.sessionId;
+  if (state.sessionId) leaveSession(state.sessionId);
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = 0;
   stopPing();
@@ -344,7 +355,15 @@ function onSessionReady(frame) {
   state.model = frame.model || state.model;
   state.reconnectAttempt = 0;
   state.awaitingResponse = false;
-  withAutoScroll(() => (frame.events || []).forEach(renderStoredEvent));
+  const events = frame.events || [];
+  const sentBefore = new Set(state.pending.keys());
+  withAutoScroll(() => events.forEach(renderStoredEvent));
+  // Our message was stored but never answered (its acknowledgement was lost, or the server
+  // stopped first): sending it again is answered once, not stored twice.
+  const last = events[events.length - 1];
+  if (last && last.type === 'user.message' && sentBefore.has(last.id)) {
+    sendFrame({ type: 'user.message', text: last.text, id: last.id });
+  }
   setPhase('connected');
   markCurrentSession();
   updateChatTitle();
@@ -430,8 +449,22 @@ function onErrorFrame(frame) {
   state.socketErrorShown = true;
   showError(frame.message || ERROR_WORDS[frame.code] || 'Something went wrong.', frame.code || '');
   // Error frames carry no message id; only one message is ever in flight, so it is that one.
-  const refused = MESSAGE_REFUSALS.has(frame.code) && state.pending.values().next().value;
-  if (refused) markNotSent(refused, frame.message || ERROR_WORDS[frame.code] || frame.code);
+  const inFlight = state.pending.values().next().value;
+  if (RESEND_LATER.has(frame.code) && inFlight) scheduleResend();
+  else if (MESSAGE_REFUSALS.has(frame.code) && inFlight) {
+    markNotSent(inFlight, frame.message || ERROR_WORDS[frame.code] || frame.code);
+  }
+}
+
+/** The server stored nothing yet: send the pending messages again, waiting longer each time. */
+function scheduleResend() {
+  const ceiling = Math.min(RESEND_MAX_MS, RESEND_BASE_MS * 2 ** state.resendAttempt);
+  state.resendAttempt += 1;
+  clearTimeout(state.resendTimer);
+  state.resendTimer = setTimeout(() => {
+    state.resendTimer = 0;
+    if (state.phase === 'connected') resendPending();
+  }, Math.round(ceiling / 2 + (Math.random() * ceiling) / 2));
 }
 
 // ------------------------------------------------------------------ sending
@@ -672,10 +705,25 @@ function isSummarizing(session) {
   return session.summary_status === 'pending' || session.summary_status === 'running';
 }
 
-/** A summary is on its way: being made, or the session was just left and is still closing. */
+/** Remembers the session just left: its new summary is awaited in the list. */
+function leaveSession(sessionId) {
+  const known = state.sessions.find((session) => session.id === sessionId);
+  state.leftSessionId = sessionId;
+  state.leftSummary = known ? known.summary : null;
+  state.leftSummaryStarted = false;
+}
+
+/** A summary is on its way: being made, or the session was just left and its summary has not
+ * started yet (the server marks it pending once the last response is stored, a moment after the
+ * socket closed, while the session already shows idle). */
 function awaitsSummary(session) {
-  const closing = session.id === state.leftSessionId && session.status === 'active';
-  return isSummarizing(session) || closing;
+  const left = session.id === state.leftSessionId;
+  if (isSummarizing(session)) {
+    if (left) state.leftSummaryStarted = true;
+    return true;
+  }
+  const renewed = session.summary !== state.leftSummary;
+  return left && !state.leftSummaryStarted && !renewed && Number(session.event_count) > 0;
 }
 
 /** Summaries appear a little after a session is left; look again while any is being made. */

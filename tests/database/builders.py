@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from app.database.base import EventRow, SessionRecord
+from app.database.base import EventRow, Lease, SessionRecord, Store
 from app.protocol import (
     AssistantMessageEvent,
     ResponseStatus,
@@ -68,5 +68,29 @@ def tool_result(seq: int) -> ToolResultEvent:
     )
 
 
-def rows_of(session_id: str, *events: StoredEvent) -> list[EventRow]:
-    return [EventRow(session_id, event) for event in events]
+def rows_of(lease: Lease, *events: StoredEvent) -> list[EventRow]:
+    """The events as written by the holder of `lease`."""
+    return [EventRow(lease, event) for event in events]
+
+
+HOLDER = "instance-a"
+
+
+async def created(store: Store, **options: object) -> SessionRecord:
+    """A new session in the store."""
+    record = session_record(**options)  # type: ignore[arg-type]
+    await store.sessions.create(record)
+    return record
+
+
+async def leased(store: Store, session_id: str, *, holder: str = HOLDER) -> Lease:
+    """Take the session's lease (it must be free)."""
+    lease = await store.leases.acquire(session_id, holder=holder, ttl_s=60)
+    assert isinstance(lease, Lease), lease
+    return lease
+
+
+async def leased_session(store: Store, **options: object) -> tuple[SessionRecord, Lease]:
+    """A new session and its lease, ready for events."""
+    record = await created(store, **options)
+    return record, await leased(store, record.id)

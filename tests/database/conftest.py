@@ -1,8 +1,9 @@
 """Throwaway PostgreSQL databases for the store tests, and the fake Supabase REST API over one.
 
-The server is the machine's PostgreSQL at 127.0.0.1:5432 (CI starts it), or the one that
-`TEST_DATABASE_URL` names (a URL of a role allowed to create databases). Without one the tests
-that need it skip locally and fail in CI.
+The server is the machine's PostgreSQL at 127.0.0.1:5432 (scripts/test-services.sh starts it),
+or the one that `TEST_DATABASE_URL` names (a URL of a role allowed to create databases). Without
+one the tests that need it skip in a plain local run and fail where every test must run
+(`NO_SKIPS`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,8 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from tests.conftest import IN_CI
+from app.database.base import Store
+from app.database.postgres import PostgresStore
+from app.database.sqlite import SqliteStore
+from app.database.supabase import SupabaseStore
 from tests.fakes.postgrest_server import FakePostgrest
+from tests.support.guard_plugin import NO_SKIPS
 
 ADMIN_DSN = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SCHEMA_SQL = Path(__file__).resolve().parents[2] / "schema.sql"
@@ -41,12 +46,12 @@ def dsn_of(database: str) -> str:
 
 
 async def connect_admin() -> asyncpg.Connection:
-    """The maintenance connection; skipped locally, failed in CI, when there is no server."""
+    """The maintenance connection; without a server, skips (fails where NO_SKIPS)."""
     try:
         return await asyncpg.connect(ADMIN_DSN, timeout=5)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        if IN_CI:
-            pytest.fail(f"{UNREACHABLE} (CI must run the PostgreSQL tests): {e!r}")
+        if NO_SKIPS:
+            pytest.fail(f"{UNREACHABLE} (this run must run the PostgreSQL tests): {e!r}")
         pytest.skip(UNREACHABLE)
 
 
@@ -90,7 +95,8 @@ async def clear_tables(dsn: str) -> None:
     try:
         await conn.execute(
             "do $$ begin if to_regclass('public.sessions') is not null then "
-            "truncate sessions, session_events, user_profiles cascade; end if; end $$"
+            "truncate sessions, session_events, session_leases, user_profiles cascade; "
+            "end if; end $$"
         )
     finally:
         await conn.close()
@@ -117,3 +123,25 @@ def fake_postgrest(rest_database: str) -> Iterator[FakePostgrest]:
     with FakePostgrest(rest_database) as fake:
         yield fake
     fake.assert_clean()
+
+
+STORE_KINDS = ["sqlite", "postgresql", "supabase"]
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An open, empty store of each kind: the contract suites run on all three."""
+    opened: Store
+    if request.param == "sqlite":
+        opened = SqliteStore(str(tmp_path / "store.db"))
+    elif request.param == "postgresql":
+        dsn: str = request.getfixturevalue("pg_database")
+        opened = PostgresStore(dsn, pool_min=1, pool_max=4)
+    else:
+        fake: FakePostgrest = request.getfixturevalue("fake_postgrest")
+        opened = SupabaseStore(fake.url, fake.key, timeout_s=5)
+    await opened.open()
+    if request.param == "postgresql":
+        await clear_tables(dsn)
+    yield opened
+    await opened.close()

@@ -11,15 +11,26 @@ import asyncpg
 import pytest
 from pydantic import ValidationError
 
-from app.database.base import StoreError
+from app.database.base import EventConflict, LeaseLost, StoreError
 from app.database.factory import create_store
 from app.database.migrations import latest_version
-from app.database.postgres import PostgresStore, uses_statement_cache
+from app.database.postgres import (
+    CONFLICT_STATE,
+    LEASE_LOST_STATE,
+    PostgresStore,
+    uses_statement_cache,
+)
 from app.database.supabase import SupabaseStore
 from app.services.runtime import start_runtime
 from app.settings import Settings
 from tests.conftest import StartServer
-from tests.database.builders import rows_of, session_record, user_message
+from tests.database.builders import (
+    assistant_message,
+    leased_session,
+    rows_of,
+    session_record,
+    user_message,
+)
 from tests.database.conftest import clear_tables, connect_admin, dsn_of, run_sync
 from tests.fakes.postgrest_server import FakePostgrest
 from tests.support.waiting import wait_until
@@ -87,12 +98,9 @@ async def test_postgres_without_statement_cache_works(pg_database: str) -> None:
     await store.open()
     try:
         await clear_tables(pg_database)
-        record = session_record()
-        await store.create_session(record)
-        await store.append_events(rows_of(record.id, user_message(1, "hi")))
-        assert await store.list_events(record.id, after_seq=0, limit=None) == [
-            user_message(1, "hi")
-        ]
+        record, lease = await leased_session(store)
+        await store.events.append(rows_of(lease, user_message(1, "hi")))
+        assert await store.events.read(record.id) == [user_message(1, "hi")]
     finally:
         await store.close()
 
@@ -105,7 +113,7 @@ async def test_postgres_without_statement_cache_works(pg_database: str) -> None:
     ],
 )
 async def test_a_wrong_database_url_stops_the_start_naming_it(dsn: str) -> None:
-    await connect_admin()  # skip (or fail in CI) without a server: the second case needs one
+    await connect_admin()  # skip (or fail, NO_SKIPS) without a server: the second case needs one
     with pytest.raises(StoreError, match="DATABASE_URL") as caught:
         await start_runtime(settings(database_url=dsn, database_timeout_s=3), tools=[])
     assert "s3cret" not in str(caught.value)
@@ -138,7 +146,7 @@ async def test_a_connection_lost_mid_query_is_a_retryable_store_error(
         locker = admin.transaction()
         await locker.start()
         await admin.execute("lock table sessions in access exclusive mode")
-        read = asyncio.create_task(pg_store.get_session(str(uuid.uuid4())))
+        read = asyncio.create_task(pg_store.sessions.get(str(uuid.uuid4())))
 
         async def store_is_waiting() -> bool:
             waiting: int = await admin.fetchval(
@@ -165,13 +173,34 @@ async def test_a_connection_lost_mid_query_is_a_retryable_store_error(
 
 async def test_a_constraint_violation_is_not_retryable(pg_store: PostgresStore) -> None:
     record = session_record()
-    await pg_store.create_session(record)
-    await pg_store.append_events(rows_of(record.id, user_message(1, "a", message_id="same")))
+    await pg_store.sessions.create(record)
     with pytest.raises(StoreError) as caught:
-        await pg_store.append_events(rows_of(record.id, user_message(2, "b", message_id="same")))
+        await pg_store.sessions.create(record)
     assert caught.value.retryable is False
     assert isinstance(caught.value.__cause__, asyncpg.UniqueViolationError)
-    assert await pg_store.last_seq(record.id) == 1
+
+
+async def test_a_refused_append_names_its_cause_and_session(pg_store: PostgresStore) -> None:
+    record, lease = await leased_session(pg_store)
+    await pg_store.events.append(rows_of(lease, user_message(1, "a", message_id="same")))
+    with pytest.raises(EventConflict) as caught:
+        await pg_store.events.append(rows_of(lease, user_message(2, "b", message_id="same")))
+    assert caught.value.session_id == record.id
+    assert isinstance(caught.value.__cause__, asyncpg.PostgresError)
+    assert caught.value.__cause__.sqlstate == CONFLICT_STATE
+    await pg_store.leases.release(lease)
+    with pytest.raises(LeaseLost) as lost:
+        await pg_store.events.append(rows_of(lease, user_message(2, "b")))
+    assert lost.value.session_id == record.id
+    assert isinstance(lost.value.__cause__, asyncpg.PostgresError)
+    assert lost.value.__cause__.sqlstate == LEASE_LOST_STATE
+
+
+async def test_a_closed_postgres_store_answers_store_errors(pg_store: PostgresStore) -> None:
+    await pg_store.close()
+    with pytest.raises(StoreError) as caught:
+        await pg_store.sessions.get(str(uuid.uuid4()))
+    assert caught.value.retryable is False
 
 
 # ---------------------------------------------------------------- Supabase
@@ -251,7 +280,12 @@ async def rest_store(fake_postgrest: FakePostgrest) -> AsyncIterator[SupabaseSto
         (504, {"code": "PGRST003", "message": "Timed out acquiring connection from pool."}, True),
         (409, {"code": "23503", "message": "insert or update violates foreign key"}, False),
         (400, {"code": "22P02", "message": "invalid input syntax for type uuid"}, False),
-        (502, {"message": "Bad gateway"}, False),
+        # No code in the body (a gateway's own answer): the HTTP status decides.
+        (502, {"message": "Bad gateway"}, True),
+        (503, {"message": "Service unavailable"}, True),
+        (504, {"message": "Gateway timeout"}, True),
+        (400, {"message": "Bad request"}, False),
+        (413, {"message": "Payload too large"}, False),
     ],
 )
 async def test_rest_errors_become_store_errors(
@@ -263,9 +297,35 @@ async def test_rest_errors_become_store_errors(
 ) -> None:
     fake_postgrest.fail_next(status, body)
     with pytest.raises(StoreError) as caught:
-        await rest_store.get_session(str(uuid.uuid4()))
+        await rest_store.sessions.get(str(uuid.uuid4()))
     assert caught.value.retryable is retryable
     assert body["message"] in str(caught.value)
+
+
+async def test_an_append_refused_by_the_gateway_is_retryable_and_stores_once_again(
+    rest_store: SupabaseStore, fake_postgrest: FakePostgrest
+) -> None:
+    record, lease = await leased_session(rest_store)
+    rows = rows_of(lease, user_message(1, "hi"), assistant_message(2, "yo"))
+    fake_postgrest.fail_next(503, {"message": "Service unavailable"})
+    with pytest.raises(StoreError) as caught:
+        await rest_store.events.append(rows)
+    assert caught.value.retryable is True
+    await rest_store.events.append(rows)
+    await rest_store.events.append(rows)  # an identical retry: skipped
+    assert await rest_store.events.read(record.id) == [
+        user_message(1, "hi"),
+        assistant_message(2, "yo"),
+    ]
+
+
+async def test_a_lost_lease_over_rest_names_its_session(rest_store: SupabaseStore) -> None:
+    record, lease = await leased_session(rest_store)
+    await rest_store.leases.release(lease)
+    with pytest.raises(LeaseLost) as caught:
+        await rest_store.events.append(rows_of(lease, user_message(1, "late")))
+    assert caught.value.session_id == record.id
+    assert caught.value.retryable is False
 
 
 async def test_a_dropped_rest_connection_is_retryable(

@@ -12,13 +12,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 
+from app.database.base import EventRow, Lease
 from app.database.migrations import latest_version
+from app.database.postgres import append_row
+from tests.database.builders import user_message
 from tests.database.conftest import SCHEMA_SQL, connect_admin, run_sync, throwaway_database
 
 POLICIES_SQL = Path(__file__).resolve().parents[2] / "supabase" / "policies.sql"
 USER_A, USER_B = str(uuid.uuid4()), str(uuid.uuid4())
+TABLES = ("sessions", "session_events", "session_leases", "user_profiles", "schema_version")
 
 _ROLES = """
 do $$
@@ -149,7 +154,7 @@ async def test_anon_reaches_nothing(conn: asyncpg.Connection) -> None:
     await as_role(conn, "authenticated", USER_A)
     await add_session(conn, USER_A)
     await as_role(conn, "anon")
-    for table in ("sessions", "session_events", "user_profiles", "schema_version"):
+    for table in TABLES:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.fetch(f"select * from {table}")
 
@@ -165,3 +170,39 @@ async def test_the_service_role_sees_every_session(conn: asyncpg.Connection) -> 
     assert await conn.fetchval("select max(version) from schema_version") == latest_version(
         "postgres"
     )
+
+
+async def test_users_cannot_see_or_take_leases(conn: asyncpg.Connection) -> None:
+    await as_role(conn, "authenticated", USER_A)
+    session_id = await add_session(conn, USER_A)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await conn.fetch("select * from session_leases")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await conn.execute(
+            "insert into session_leases (session_id, holder, state, expires_at, epoch) "
+            "values ($1, 'me', 'live', now() + interval '1 hour', 1)",
+            session_id,
+        )
+
+
+async def test_only_the_service_role_appends_through_the_fenced_function(
+    conn: asyncpg.Connection,
+) -> None:
+    await as_role(conn, "authenticated", USER_A)
+    session_id = await add_session(conn, USER_A)
+    await as_role(conn, "service_role")
+    await conn.execute(
+        "insert into session_leases (session_id, holder, state, expires_at, epoch) "
+        "values ($1, 'server', 'live', now() + interval '1 hour', 1)",
+        session_id,
+    )
+    lease = Lease(str(session_id), "server", 1)
+    payload = orjson.dumps([append_row(EventRow(lease, user_message(1, "hi")))]).decode()
+    append = "select public.append_session_events($1::jsonb)"
+    # Even the session's owner may not write past the lease check (the function runs as them).
+    await as_role(conn, "authenticated", USER_A)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await conn.execute(append, payload)
+    await as_role(conn, "service_role")
+    await conn.execute(append, payload)
+    assert await conn.fetchval("select event_count from sessions where id = $1", session_id) == 1

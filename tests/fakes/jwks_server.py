@@ -30,6 +30,8 @@ class FakeSupabaseAuth:
         self._published: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.jwks_requests = 0
+        # What the JWKS endpoint answers; a test sets 5xx for an outage of the auth server.
+        self.jwks_status = 200
         self.kid = self.add_key()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         # A short poll interval only makes shutdown quick; requests are served at once.
@@ -98,7 +100,11 @@ class FakeSupabaseAuth:
                     return
                 with fake._lock:
                     fake.jwks_requests += 1
+                    status = fake.jwks_status
                     body = json.dumps({"keys": fake._published}).encode()
+                if status != 200:
+                    self.send_error(status)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

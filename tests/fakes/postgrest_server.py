@@ -11,11 +11,12 @@ may send; a request that breaks them is answered 400 and recorded, and `assert_c
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,11 +51,9 @@ _READ = Expectation(max_limit=1000)
 EXPECTATIONS: dict[tuple[str, str], Expectation] = {
     **{("GET", table): _READ for table in TABLES},
     ("POST", "sessions"): Expectation(prefer=frozenset({"return=minimal"})),
-    ("POST", "session_events"): Expectation(
-        prefer=frozenset({"return=minimal", "resolution=ignore-duplicates"}),
-        params={"on_conflict": "session_id,seq"},
-        max_rows=500,
-    ),
+    # Events go in only through the schema's fenced append function (one call = one
+    # transaction), at most 500 a call.
+    ("POST", "rpc/append_session_events"): Expectation(max_rows=500),
     ("POST", "user_profiles"): Expectation(
         prefer=frozenset({"return=minimal", "resolution=merge-duplicates"}),
         params={"on_conflict": "user_id"},
@@ -67,7 +66,6 @@ EXPECTATIONS: dict[tuple[str, str], Expectation] = {
         max_rows=1,
     ),
     ("PATCH", "session_leases"): Expectation(filtered=True),
-    ("DELETE", "session_leases"): Expectation(filtered=True),
     ("DELETE", "sessions"): Expectation(filtered=True),
 }
 
@@ -107,6 +105,8 @@ def check_request(recorded: Recorded, key: str) -> None:
             raise Violation(f"query {name}={value} expected, got {params.get(name)!r}")
     if expectation.max_rows is not None:
         rows = recorded.body if isinstance(recorded.body, list) else [recorded.body]
+        if recorded.table.startswith("rpc/"):
+            rows = recorded.body.get("events", []) if isinstance(recorded.body, dict) else []
         if len(rows) > expectation.max_rows:
             raise Violation(f"{len(rows)} rows in one insert (at most {expectation.max_rows})")
     if expectation.filtered and not _filters(recorded.params):
@@ -246,10 +246,13 @@ def select_sql(sql: _Sql, params: list[tuple[str, str]]) -> str:
 def insert_sql(sql: _Sql, params: list[tuple[str, str]], body: Any, prefer: set[str]) -> str:
     """POST: `json_populate_recordset`, as PostgREST builds it, with its conflict handling."""
     rows = body if isinstance(body, list) else [body]
+    if not rows:
+        # PostgREST answers an empty array with no rows, 201 (PostgREST/postgrest#1265).
+        return "select '[]'"
     query = dict(params)
     names = _split_list(query.get("columns", ",".join(rows[0])))  # names may be quoted
     columns = ", ".join(f'"{name}"' for name in names if sql.column(name))
-    body_json = sql.bind(orjson.dumps(rows).decode(), "json")
+    body_json = sql.bind(json.dumps(rows), "json")
     source = f"json_populate_recordset(null::{sql.table}, {body_json})"
     text = f"insert into {sql.table} ({columns}) select {columns} from {source}"
     if "on_conflict" in query:
@@ -267,7 +270,7 @@ def insert_sql(sql: _Sql, params: list[tuple[str, str]], body: Any, prefer: set[
 def update_sql(sql: _Sql, params: list[tuple[str, str]], body: Any) -> str:
     """PATCH: the body's columns, on the filtered rows."""
     assignments = ", ".join(f'"{name}" = new."{name}"' for name in body if sql.column(name))
-    body_json = sql.bind(orjson.dumps(body).decode(), "json")
+    body_json = sql.bind(json.dumps(body), "json")
     source = f"json_populate_record(null::{sql.table}, {body_json}) new"
     text = f"update {sql.table} set {assignments} from {source}{_where(sql, params)}"
     text += f" returning {sql.table}.*"
@@ -322,11 +325,15 @@ class FakePostgrest:
         self._types: dict[str, dict[str, str]] = {}
         app = Starlette(
             routes=[
-                Route("/rest/v1/{table}", self._handle, methods=["GET", "POST", "PATCH", "DELETE"])
+                Route("/rest/v1/rpc/{function}", self._handle_rpc, methods=["POST"]),
+                Route("/rest/v1/{table}", self._handle, methods=["GET", "POST", "PATCH", "DELETE"]),
             ],
             lifespan=self._lifespan,
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        # asyncio's loop, as every server under test (tests/support/network_guard.py).
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", loop="asyncio"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"postgrest-{self.port}")
 
@@ -372,14 +379,29 @@ class FakePostgrest:
             await self._pool.close()
 
     async def _handle(self, request: Request) -> Response:
+        """A table request: GET, POST, PATCH or DELETE on /<table>."""
         table = request.path_params["table"]
+        return await self._answer(request, table, lambda recorded: self._on_table(recorded))
+
+    async def _handle_rpc(self, request: Request) -> Response:
+        """POST /rpc/<function>: the JSON body's members are the function's named arguments."""
+        function = request.path_params["function"]
+        return await self._answer(
+            request, f"rpc/{function}", lambda recorded: self._call(function, recorded.body or {})
+        )
+
+    async def _answer(
+        self, request: Request, target: str, run: Callable[[Recorded], Awaitable[Response]]
+    ) -> Response:
+        """Record the request, check the key and the expectations, answer a scripted failure or
+        run it."""
         raw = await request.body()
         recorded = Recorded(
             request.method,
-            table,
+            target,
             list(request.query_params.multi_items()),
             {name.lower(): value for name, value in request.headers.items()},
-            orjson.loads(raw) if raw else None,
+            _json_loads(raw) if raw else None,
         )
         self.requests.append(recorded)
         if recorded.headers.get("apikey") != self.key:
@@ -390,15 +412,30 @@ class FakePostgrest:
             return _json(body, status)
         try:
             check_request(recorded, self.key)
-            if table not in self._types:
-                return _json(
-                    {"code": "PGRST205", "message": f"Could not find the table 'public.{table}'"},
-                    404,
-                )
-            return await self._run(recorded)
+            return await run(recorded)
         except Violation as e:
-            self.violations.append(f"{recorded.method} {table}: {e}")
+            self.violations.append(f"{recorded.method} {target}: {e}")
             return _json({"code": "FAKE0", "message": f"fake PostgREST refused: {e}"}, 400)
+
+    async def _on_table(self, recorded: Recorded) -> Response:
+        if recorded.table not in self._types:
+            message = f"Could not find the table 'public.{recorded.table}'"
+            return _json({"code": "PGRST205", "message": message}, 404)
+        return await self._run(recorded)
+
+    async def _call(self, function: str, arguments: dict[str, Any]) -> Response:
+        if not _IDENTIFIER.match(function) or not all(map(_IDENTIFIER.match, arguments)):
+            raise Violation(f"bad function or argument name in {function}({list(arguments)})")
+        # Every argument our store passes is JSON (`jsonb`), as PostgREST would bind it.
+        named = ", ".join(f"{name} => ${i}::jsonb" for i, name in enumerate(arguments, 1))
+        values = [json.dumps(value) for value in arguments.values()]
+        assert self._pool is not None
+        try:
+            # The functions our store calls return nothing: PostgREST answers 204 for them.
+            await self._pool.execute(f"select public.{function}({named})", *values)
+        except asyncpg.PostgresError as e:
+            return postgres_error(e)
+        return Response(status_code=204)
 
     async def _run(self, recorded: Recorded) -> Response:
         sql = _Sql(recorded.table, self._types[recorded.table])
@@ -420,6 +457,12 @@ class FakePostgrest:
             return Response(status_code=201 if recorded.method == "POST" else 204)
         status = 201 if recorded.method == "POST" else 200
         return Response(answer, status, media_type="application/json")
+
+
+def _json_loads(raw: bytes) -> Any:
+    # The standard library's decoder: JSON numbers of any size, as PostgREST takes them (orjson
+    # refuses integers beyond 64 bits).
+    return json.loads(raw)
 
 
 def _json(body: dict[str, Any], status: int) -> Response:

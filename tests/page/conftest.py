@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
-from tests.conftest import IN_CI
+from tests.support.guard_plugin import NO_SKIPS
 from tests.support.server import RunningServer
 
 CHROMIUM_FLAGS = [
@@ -44,8 +44,8 @@ PAGE_LOOP = pytest.mark.asyncio(loop_scope="session")
 def chromium_path() -> str:
     path = _chromium_path()
     if path is None:
-        if IN_CI:
-            pytest.fail("Chromium is missing in CI: .ci/run installs Debian's chromium")
+        if NO_SKIPS:
+            pytest.fail("Chromium is missing: scripts/test-services.sh installs Debian's chromium")
         pytest.skip("no Chromium here: apt-get install chromium (or set CHROMIUM_PATH)")
     return path
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from unittest import mock
 
+import aiosqlite
 import httpx
 import pytest
 
+from tests.conftest import StartServer
 from tests.fakes.groq_server import FakeGroq, text_reply
 from tests.support.server import RunningServer
 from tests.support.waiting import wait_until
@@ -60,7 +63,12 @@ async def test_healthz_is_200(http: httpx.AsyncClient) -> None:
 async def test_readyz_says_ready_and_names_the_store(http: httpx.AsyncClient) -> None:
     response = await http.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "store": "sqlite"}
+    body = response.json()
+    assert (body["status"], body["store"]) == ("ready", "sqlite")
+    assert body["services"] == {
+        name: {"running": True, "restarts": 0}
+        for name in ("event-writer", "lease-heartbeat", "summary-poll")
+    }
 
 
 async def test_readyz_is_503_while_the_database_is_locked_and_200_once_released(
@@ -129,3 +137,47 @@ async def test_openapi_lists_the_rest_paths(http: httpx.AsyncClient) -> None:
     assert set(paths["/api/sessions/{session_id}/events"]) >= {"get"}
     for path in ("/healthz", "/readyz", "/metrics"):
         assert "get" in paths[path], path
+
+
+async def test_a_writer_that_fails_is_restarted_and_readyz_says_so(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server()
+    fake_groq.answer_model("test-model", text_reply("still answered"))
+    real = aiosqlite.Connection.executemany
+    crashed = asyncio.Event()
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def crash_once(self: aiosqlite.Connection, *args: object) -> object:
+        if not crashed.is_set():
+            loop.call_soon_threadsafe(crashed.set)
+            # Stay failed until the test has seen /readyz report it.
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(release.wait(), loop))
+            raise RuntimeError("a bug in the write path")
+        return await real(self, *args)
+
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        with mock.patch.object(aiosqlite.Connection, "executemany", crash_once):
+            async with server.connect() as client:
+                await client.ready()
+                await client.send({"type": "user.message", "text": "hi", "id": "m1"})
+                await crashed.wait()
+                release.set()
+
+                async def restarting() -> bool:
+                    body = (await http.get("/readyz")).json()
+                    restarts: int = body["services"]["event-writer"]["restarts"]
+                    return restarts == 1
+
+                await wait_until(restarting, what="the writer's restart to show")
+                frames = await client.recv_until("response.done")
+        ready = await http.get("/readyz")
+    assert frames[0] == {**frames[0], "type": "user.message", "id": "m1", "seq": 1}
+    assert frames[-1]["text"] == "still answered"
+    assert ready.status_code == 200
+    assert ready.json()["services"]["event-writer"] == {
+        "running": True,
+        "restarts": 1,
+        "last_error": "RuntimeError: a bug in the write path",
+    }

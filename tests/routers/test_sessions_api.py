@@ -318,18 +318,21 @@ async def test_delete_removes_the_session_and_its_events(
     assert [s["id"] for s in listed] == [other_id]
 
 
-async def test_delete_while_the_socket_is_open_is_409(
+async def test_delete_while_the_socket_is_open_ends_the_conversation(
     server: RunningServer, http: httpx.AsyncClient
 ) -> None:
     async with server.connect() as client:
         session_id = (await client.ready())["session_id"]
-        assert_error(await http.delete(f"/api/sessions/{session_id}"), 409)
         assert (await get_session(http, session_id))["status"] == "active"
-        await client.send({"type": "ping"})
-        assert (await client.recv())["type"] == "pong"
+        assert (await http.delete(f"/api/sessions/{session_id}")).status_code == 204
+        ended = await client.recv()
+        code = await client.closed_with()
+    assert ended == {**ended, "type": "error", "code": "session_not_found", "retryable": False}
+    assert code == 4404
+    assert_error(await http.get(f"/api/sessions/{session_id}"), 404)
     with server.db() as db:
         row = db.execute("select count(*) from sessions where id = ?", (session_id,)).fetchone()
-    assert row[0] == 1
+    assert row[0] == 0
 
 
 # ---------------------------------------------------------------- summaries seen through REST

@@ -53,7 +53,7 @@ async def test_token_by_query_or_header_opens_a_session(
 def _bad_tokens(fake: FakeSupabaseAuth) -> list[str]:
     now = int(time.time())
     return [
-        fake.token(exp=now - 60, iat=now - 3700),
+        fake.token(exp=now - 120, iat=now - 3700),
         fake.token(aud="anon"),
         fake.token(iss="https://other.supabase.co/auth/v1"),
         fake.token(key=new_es256_key()),
@@ -114,3 +114,22 @@ async def test_jwks_is_fetched_once_for_many_connections(
         async with server.connect(f"token={fake_auth.token(f'user-{n}')}") as client:
             await client.ready()
     assert fake_auth.jwks_requests == 1
+
+
+async def test_a_jwks_outage_is_a_retryable_refusal(
+    server: RunningServer, fake_auth: FakeSupabaseAuth
+) -> None:
+    fake_auth.jwks_status = 503
+    async with server.connect(f"token={fake_auth.token('user-a')}") as client:
+        frame = await client.recv()
+        code = await client.closed_with()
+    assert (frame["code"], frame["retryable"]) == ("auth_unavailable", True)
+    assert code == 1013  # try again later
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        response = await http.get("/api/sessions", headers=_bearer(fake_auth.token("user-a")))
+        # HS256 tokens need no keys: they still work during the outage.
+        hs256 = await http.get("/api/sessions", headers=_bearer(fake_auth.hs256_token("user-a")))
+    assert response.status_code == 503, response.text
+    assert int(response.headers["retry-after"]) >= 1
+    assert "signing keys" in response.json()["detail"]
+    assert hs256.status_code == 200, hs256.text

@@ -172,7 +172,12 @@ async def test_resume_returns_stored_events_and_after_seq_filters_them(
     assert tail["events"][1]["text"] == "two"
 
 
-@pytest.mark.parametrize("value", ["-1", "abc", "1.5", "", "٣"])
+@pytest.mark.parametrize(
+    "value",
+    # Beyond the 64-bit seq range, and past the 4,300 digits that Python's int() refuses.
+    ["-1", "abc", "1.5", "", "٣", str(2**63), "9" * 5000],
+    ids=["negative", "letters", "decimal", "empty", "arabic-digit", "2**63", "5000-digits"],
+)
 async def test_bad_after_seq_is_invalid_request(server: RunningServer, value: str) -> None:
     async with server.connect() as client:
         session_id = (await client.ready())["session_id"]
@@ -298,6 +303,31 @@ async def test_binary_frame_is_invalid_event(server: RunningServer) -> None:
     assert pong == {"type": "pong"}
 
 
+async def test_binary_frames_do_not_use_up_the_rate_limit(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(max_messages_per_minute=5)
+    fake_groq.script(text_reply("still heard"))
+    async with server.connect() as client:
+        await client.ready()
+        for _ in range(10):
+            await client.send_raw(b"\x00binary")
+        refusals = [(await client.recv())["code"] for _ in range(10)]
+        assert refusals == ["invalid_event"] * 10  # answered before the limiter, not counted
+        frames = await client.ask("hello")
+    assert types_of(frames)[0] == "user.message"
+    assert frames[-1]["status"] == "completed"
+
+
+async def test_binary_frame_over_ws_max_bytes_closes_with_1009(start_server: StartServer) -> None:
+    server = start_server(ws_max_bytes=4096)
+    async with server.connect() as client:
+        await client.ready()
+        await client.send_raw(b"x" * 5000)
+        code = await client.closed_with()
+    assert code == 1009
+
+
 async def test_text_over_max_message_chars_is_refused_and_connection_stays(
     start_server: StartServer,
 ) -> None:
@@ -397,3 +427,16 @@ async def test_another_owners_session_is_not_found(start_server: StartServer) ->
         assert await _refused(client) == ("session_not_found", 4404)
     async with server.connect(f"token=alice-key&session_id={session_id}") as client:
         assert (await client.ready())["resumed"] is True
+
+
+async def test_another_owners_session_is_not_found_while_it_is_live(
+    start_server: StartServer,
+) -> None:
+    server = start_server(auth_mode="api_key", api_keys="alice-key,bob-key")
+    async with server.connect("token=alice-key") as alice:
+        session_id = (await alice.ready())["session_id"]
+        # Busy would tell bob the session exists; for him it does not.
+        async with server.connect(f"token=bob-key&session_id={session_id}") as bob:
+            assert await _refused(bob) == ("session_not_found", 4404)
+        async with server.connect(f"token=alice-key&session_id={session_id}") as again:
+            assert await _refused(again) == ("session_busy", 4409)

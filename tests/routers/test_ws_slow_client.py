@@ -14,6 +14,7 @@ import orjson
 from tests.conftest import StartServer
 from tests.fakes.groq_server import FakeGroq, text_reply
 from tests.support.rest import wait_for_session
+from tests.support.server import RunningServer
 
 TOKEN = "x" * 4000
 TOKENS = 1500  # 6 MB: far more than the socket buffers between us hold
@@ -50,8 +51,37 @@ def _read_frame(sock: socket.socket) -> bytes:
 def _send_text(sock: socket.socket, text: str) -> None:
     payload, mask = text.encode(), os.urandom(4)
     masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-    assert len(payload) < 126
-    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    if len(payload) < 126:
+        length = bytes([0x80 | len(payload)])
+    elif len(payload) < 2**16:
+        length = bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+    else:
+        length = bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
+    sock.sendall(bytes([0x81]) + length + mask + masked)
+
+
+def _slow_socket(port: int) -> socket.socket:
+    """A client socket with a tiny receive buffer: it stops reading when the test does."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    _handshake(sock, port)
+    return sock
+
+
+def _send_until_refused(sock: socket.socket, text: str, times: int) -> None:
+    sock.settimeout(2)
+    try:
+        for _ in range(times):
+            _send_text(sock, text)
+    except OSError:
+        return  # the server stopped reading: it dropped this client
+
+
+def _read_until_done(sock: socket.socket) -> None:
+    while orjson.loads(_read_frame(sock))["type"] != "response.done":
+        pass
 
 
 async def test_a_client_that_stops_reading_is_dropped_and_its_answer_stored(
@@ -82,3 +112,49 @@ async def test_a_client_that_stops_reading_is_dropped_and_its_answer_stored(
     assert session["status"] == "idle"
     assert answer["status"] == "completed"
     assert len(answer["text"]) == len(TOKEN) * TOKENS
+
+
+async def _assert_free_again(server: RunningServer, session_id: str) -> None:
+    """The dropped client's session is not live: it resumes, and it can be deleted."""
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        await wait_for_session(http, session_id, lambda s: s["status"] == "idle", timeout=20)
+    async with server.connect(f"session_id={session_id}", max_size=None) as resumed:
+        assert (await resumed.ready())["session_id"] == session_id
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        assert (await http.delete(f"/api/sessions/{session_id}")).status_code == 204
+
+
+async def test_a_client_dropped_while_its_own_replies_pile_up_leaves_its_session_free(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(ws_send_timeout_s=0.5, max_message_chars=200_000)
+    fake_groq.answer_model("test-model", text_reply("ok"))
+    big = orjson.dumps({"type": "user.message", "text": "x" * 150_000, "id": "big"}).decode()
+    sock = await asyncio.to_thread(_slow_socket, server.port)
+    try:
+        ready = orjson.loads(await asyncio.to_thread(_read_frame, sock))
+        await asyncio.to_thread(_send_text, sock, big)
+        await asyncio.to_thread(_read_until_done, sock)
+        # From here on the client reads nothing, and asks for 150 KB acknowledgements again,
+        # until the server, having dropped it, stops reading too.
+        await asyncio.to_thread(_send_until_refused, sock, big, 60)
+        await _assert_free_again(server, ready["session_id"])
+    finally:
+        sock.close()
+
+
+async def test_a_client_dropped_during_an_answer_leaves_its_session_free(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(ws_send_timeout_s=0.5)
+    fake_groq.script(text_reply(*[TOKEN] * TOKENS))
+    sock = await asyncio.to_thread(_slow_socket, server.port)
+    try:
+        ready = orjson.loads(await asyncio.to_thread(_read_frame, sock))
+        await asyncio.to_thread(_send_text, sock, '{"type":"user.message","text":"go"}')
+        # It still pings (its pongs pile up behind the answer), but reads nothing.
+        for _ in range(3):
+            await asyncio.to_thread(_send_text, sock, '{"type":"ping"}')
+        await _assert_free_again(server, ready["session_id"])
+    finally:
+        sock.close()

@@ -1,5 +1,6 @@
-"""Two server processes on one throwaway PostgreSQL database (skipped locally without one,
-failed in CI), with the fake Groq answering chat, summary and title requests."""
+"""Two server processes on one throwaway PostgreSQL database (without one, skipped in a plain
+local run, failed where every test must run), with the fake Groq answering chat, summary and
+title requests."""
 
 from __future__ import annotations
 

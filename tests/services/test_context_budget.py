@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.protocol import StoredEvent, ToolCallEvent, UserMessageEvent
-from app.services.context import estimate_tokens, request_tokens, split_turns
+from app.services.context import (
+    TRUNCATION_MARK,
+    ContextBudget,
+    RollingSummary,
+    estimate_tokens,
+    request_tokens,
+    split_turns,
+)
+from app.services.llm.base import ChatMessage
 from tests.conftest import BACKGROUND_SUMMARY_MODEL, StartServer
 from tests.fakes.groq_server import (
     FakeGroq,
@@ -88,6 +101,60 @@ async def test_two_hundred_turns_stay_within_budget_with_a_rolling_summary(
         ).fetchone()
     assert row["context_summary"] == ROLLING
     assert row["context_summary_seq"] > 0
+
+
+@pytest.mark.parametrize(
+    "character", ["😀", "漢", "é", "a"], ids=["emoji", "cjk", "latin", "ascii"]
+)
+async def test_a_message_over_the_budget_keeps_the_part_that_fits_in_any_script(
+    start_server: StartServer, fake_groq: FakeGroq, character: str
+) -> None:
+    server = start_server(context_max_tokens=BUDGET)
+    fake_groq.script(text_reply("read it"))
+    text = character * 6000  # 6,000 to 24,000 bytes: two to eight times the budget
+    async with server.connect() as client:
+        await client.ready()
+        assert (await client.ask(text))[-1]["status"] == "completed"
+    request = _chat_requests(fake_groq)[-1]
+    kept = request.body["messages"][-1]["content"].partition("\n[... ")[0]
+    assert request_tokens(request.body["messages"], request.body["tools"]) <= BUDGET
+    assert text.startswith(kept)
+    # Most of the budget goes to the message: what the system prompt and tools leave of it.
+    assert len(kept.encode()) > (BUDGET // 2) * 3
+
+
+_MARK = re.compile(re.escape(TRUNCATION_MARK).replace(r"\{count\}", r"(\d+)") + r"\Z")
+
+
+async def _never_fold(summary: str | None, events: Sequence[StoredEvent]) -> str:
+    raise AssertionError("one turn is never folded")
+
+
+def _request_with(text: str) -> list[ChatMessage]:
+    return [{"role": "system", "content": ""}, {"role": "user", "content": text}]
+
+
+# Deterministic, and no example database written into the tree (as in the WebSocket fuzzing).
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(text=st.text(min_size=70, max_size=3000), data=st.data())
+async def test_the_cut_keeps_the_longest_prefix_whose_bytes_fit(
+    text: str, data: st.DataObject
+) -> None:
+    # The smallest budget leaves room for the mark; a request that fits is not cut.
+    max_tokens = data.draw(st.integers(32, request_tokens(_request_with(text), []) - 1))
+    budget = ContextBudget(max_tokens=max_tokens, system_prompt="", fold=_never_fold)
+    event = UserMessageEvent(seq=1, created_at=datetime.now(UTC), id="m", text=text)
+    messages, _ = await budget.fit([event], RollingSummary(text=None, upto_seq=0), [])
+    content = str(messages[-1]["content"])
+    mark = _MARK.search(content)
+    assert mark is not None, content
+    kept = content[: mark.start()]
+    assert text.startswith(kept)
+    assert int(mark[1]) == len(text) - len(kept)
+    assert request_tokens(messages, []) <= max_tokens
+    if len(kept) < len(text):  # one more character would not fit
+        longer = text[: len(kept) + 1] + TRUNCATION_MARK.format(count=len(text) - len(kept) - 1)
+        assert request_tokens(_request_with(longer), []) > max_tokens
 
 
 async def test_context_length_exceeded_folds_harder_and_retries_once(

@@ -8,12 +8,14 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from app.services.jwt_auth import InvalidToken, JwksCache, SupabaseJwtVerifier
+from app.services.jwt_auth import InvalidToken, JwksCache, KeysUnavailable, SupabaseJwtVerifier
 from app.settings import Settings, SettingsError, load_settings
 from tests.fakes.jwks_server import HS256_SECRET, JWKS_PATH, FakeSupabaseAuth, new_es256_key
+from tests.support.server import free_port
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ async def test_hs256_is_refused_without_a_secret(fake_auth: FakeSupabaseAuth) ->
 def _bad_tokens(fake: FakeSupabaseAuth) -> dict[str, str]:
     now = int(time.time())
     return {
-        "expired": fake.token(exp=now - 60, iat=now - 3700),
+        "expired": fake.token(exp=now - 120, iat=now - 3700),
         "wrong aud": fake.token(aud="anon"),
         "wrong iss": fake.token(iss="https://other.supabase.co/auth/v1"),
         "bad signature": fake.token(key=new_es256_key()),
@@ -105,6 +107,75 @@ async def test_bad_tokens_are_refused(
         await verifier.user_id(_bad_tokens(fake_auth)[case])
 
 
+# Clocks of the auth server and of ours differ by a few seconds; 60 s of leeway absorbs that.
+@pytest.mark.parametrize(
+    ("claim", "offset_s", "accepted"),
+    [
+        ("exp", -30, True),
+        ("nbf", 30, True),
+        ("iat", 30, True),
+        ("exp", -120, False),
+        ("nbf", 120, False),
+        ("iat", 120, False),
+    ],
+)
+async def test_time_claims_allow_60_seconds_of_clock_skew(
+    verifier: SupabaseJwtVerifier,
+    fake_auth: FakeSupabaseAuth,
+    claim: str,
+    offset_s: int,
+    accepted: bool,
+) -> None:
+    skewed: dict[str, Any] = {claim: int(time.time()) + offset_s}
+    token = fake_auth.token("user-skew", **skewed)
+    if accepted:
+        assert await verifier.user_id(token) == "user-skew"
+    else:
+        with pytest.raises(InvalidToken):
+            await verifier.user_id(token)
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_a_jwks_answering_5xx_is_an_outage_not_a_bad_token(
+    fake_auth: FakeSupabaseAuth, status: int
+) -> None:
+    fake_auth.jwks_status = status
+    checker = _verifier(fake_auth, min_refresh_s=30.0)
+    try:
+        with pytest.raises(KeysUnavailable) as first:
+            await checker.user_id(fake_auth.token())
+        # Within the refetch interval the auth server is not asked again, and it is still an
+        # outage: the token is not judged without the keys.
+        with pytest.raises(KeysUnavailable) as second:
+            await checker.user_id(fake_auth.token())
+    finally:
+        await checker.aclose()
+    assert fake_auth.jwks_requests == 1
+    assert 1 <= second.value.retry_after_s <= 30
+    assert first.value.retry_after_s >= second.value.retry_after_s
+
+
+async def test_an_unreachable_jwks_is_an_outage_and_recovers(
+    fake_auth: FakeSupabaseAuth,
+) -> None:
+    nowhere = JwksCache(f"http://127.0.0.1:{free_port()}{JWKS_PATH}", timeout_s=2.0)
+    checker = SupabaseJwtVerifier(issuer=fake_auth.issuer, jwks=nowhere, jwt_secret=None)
+    try:
+        with pytest.raises(KeysUnavailable):
+            await checker.user_id(fake_auth.token())
+    finally:
+        await checker.aclose()
+    fake_auth.jwks_status = 503
+    recovering = _verifier(fake_auth, min_refresh_s=0.0)
+    try:
+        with pytest.raises(KeysUnavailable):
+            await recovering.user_id(fake_auth.token())
+        fake_auth.jwks_status = 200
+        assert await recovering.user_id(fake_auth.token("user-back")) == "user-back"
+    finally:
+        await recovering.aclose()
+
+
 async def test_jwks_is_fetched_once_for_many_tokens(
     verifier: SupabaseJwtVerifier, fake_auth: FakeSupabaseAuth
 ) -> None:
@@ -135,7 +206,8 @@ async def test_a_rotated_key_is_fetched_on_its_first_token(fake_auth: FakeSupaba
         await checker.aclose()
 
 
-async def test_an_unreachable_jwks_refuses_tokens(fake_auth: FakeSupabaseAuth) -> None:
+async def test_a_jwks_url_that_is_not_found_refuses_tokens(fake_auth: FakeSupabaseAuth) -> None:
+    # A 404 is a wrong SUPABASE_JWKS_URL, not an outage: retrying would not help.
     jwks = JwksCache(fake_auth.base_url + "/no-such-path", timeout_s=2.0)
     checker = SupabaseJwtVerifier(issuer=fake_auth.issuer, jwks=jwks, jwt_secret=None)
     try:

@@ -46,7 +46,7 @@ async def test_locked_database_delays_acks_refuses_beyond_the_bound_and_loses_no
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         await wait_for_session(http, second_id, lambda s: s["event_count"] == 2)
     assert refusal["type"] == "error"
-    assert refusal["code"] == "internal_error"
+    assert refusal["code"] == "store_unavailable"
     assert refusal["retryable"] is True
     assert ack == {**ack, "type": "user.message", "id": "a1", "seq": 1}
     assert done["status"] == "completed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,10 +20,14 @@ from tests.fakes.groq_server import (
     stall_reply,
     text_reply,
 )
-from tests.support.rest import Json, wait_for_session
+from tests.support.logs import Records, captured_logs
+from tests.support.rest import Json, get_session, wait_for_session
 from tests.support.server import RunningServer
+from tests.support.stall import stalled
+from tests.support.waiting import wait_until
 
 SUMMARY_MODEL = "summary-under-test"
+TITLE_MODEL = "title-under-test"
 
 FIRST_QUESTION = "Tell me about the alpha project"
 FIRST_ANSWER = "Alpha ships in May."
@@ -130,18 +135,108 @@ async def test_a_resumed_session_is_summarized_again_from_the_previous_summary(
     assert FIRST_QUESTION in prompt_of(first)
 
 
-async def test_a_failing_summary_model_ends_in_failed(
+def job_row(path: str, session_id: str, kind: str) -> tuple[str, int, str | None]:
+    """A job's status, attempts so far and next try (`kind`: summary or title)."""
+    assert kind in {"summary", "title"}
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute(
+            f"select {kind}_status, {kind}_attempts, {kind}_retry_at from sessions where id = ?",
+            (session_id,),
+        ).fetchone()
+    finally:
+        db.close()
+    return row[0], row[1], row[2]
+
+
+async def job_gives_up(path: str, session_id: str, kind: str) -> None:
+    """Wait until the job failed for good: five tries, no retry due."""
+
+    async def given_up() -> bool:
+        return job_row(path, session_id, kind) == ("failed", MAX_TRIES, None)
+
+    try:
+        await wait_until(given_up, 10, what=f"the {kind} to fail for good")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last seen: {job_row(path, session_id, kind)}") from e
+
+
+MODEL_DOWN = error_reply(503, code="service_unavailable", message="the model is down")
+MAX_TRIES = 5
+
+
+async def test_a_summary_that_failed_while_the_model_was_down_is_retried_and_done(
     start_server: StartServer, fake_groq: FakeGroq
 ) -> None:
-    server = start_server(summary_model=SUMMARY_MODEL, llm_max_retries=0)
-    fake_groq.script(
-        text_reply(FIRST_ANSWER),
-        error_reply(500, code="internal_server_error", message="summary model is down"),
-    )
+    server = start_server(summary_model=SUMMARY_MODEL, summary_retry_s=0.05)
+    fake_groq.script(text_reply(FIRST_ANSWER), MODEL_DOWN, MODEL_DOWN, text_reply(FIRST_SUMMARY))
     session_id = await chat_and_leave(server, FIRST_QUESTION)
-    session = await summary_settles(server, session_id, "failed")
-    assert session["summary"] is None
-    assert len(summary_requests(fake_groq)) == 1
+    session = await summary_settles(server, session_id)
+    assert session["summary"] == FIRST_SUMMARY
+    assert len(summary_requests(fake_groq)) == 3
+    # The failures are forgotten once it is done: the next summary has its five tries again.
+    assert job_row(server.settings.sqlite_path(), session_id, "summary") == ("done", 0, None)
+
+
+async def test_a_summary_whose_model_keeps_failing_ends_failed_after_five_tries(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(summary_model=SUMMARY_MODEL, summary_retry_s=0.05)
+    fake_groq.answer_model(SUMMARY_MODEL, MODEL_DOWN)
+    fake_groq.script(text_reply(FIRST_ANSWER))
+    session_id = await chat_and_leave(server, FIRST_QUESTION)
+    await job_gives_up(server.settings.sqlite_path(), session_id, "summary")
+    tries = [r for r in fake_groq.background_requests if r.body.get("model") == SUMMARY_MODEL]
+    assert len(tries) == MAX_TRIES
+    async with rest(server) as http:
+        session = await get_session(http, session_id)
+    assert (session["summary_status"], session["summary"]) == ("failed", None)
+
+
+async def test_a_title_whose_model_keeps_failing_ends_failed_after_five_tries(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(title_model=TITLE_MODEL, summary_retry_s=0.05)
+    fake_groq.answer_model(TITLE_MODEL, MODEL_DOWN)
+    fake_groq.script(text_reply(FIRST_ANSWER))
+    session_id = await chat_and_leave(server, FIRST_QUESTION)
+    await job_gives_up(server.settings.sqlite_path(), session_id, "title")
+    tries = [r for r in fake_groq.background_requests if r.body.get("model") == TITLE_MODEL]
+    assert len(tries) == MAX_TRIES
+    # Every try was made from the first exchange, also those made after it was handed on.
+    assert all(FIRST_QUESTION in prompt_of(request) for request in tries)
+    async with rest(server) as http:
+        assert (await get_session(http, session_id))["title"] is None
+
+
+async def test_a_title_whose_claim_the_store_did_not_answer_is_made_later(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(title_model=TITLE_MODEL, summary_retry_s=0.05, database_timeout_s=0.3)
+    fake_groq.answer_model(TITLE_MODEL, text_reply("Alpha plans"))
+    fake_groq.script(hold_reply(*words_of(FIRST_ANSWER), delay_s=0.05))
+    with captured_logs(logging.WARNING) as logs:
+        session_id = await _ask_while_the_store_stalls_at_the_end(server, logs)
+    async with rest(server) as http:
+        session = await wait_for_session(
+            http, session_id, lambda s: s["title"] is not None, what="the title"
+        )
+    assert session["title"] == "Alpha plans"
+
+
+async def _ask_while_the_store_stalls_at_the_end(server: RunningServer, logs: Records) -> str:
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        await client.send({"type": "user.message", "text": FIRST_QUESTION, "id": "q1"})
+        await client.recv_until("response.delta")
+        with stalled(server):
+            await client.recv_until("response.done")
+
+            async def claim_failed() -> bool:
+                return any("could not claim the title" in m for m in logs.messages())
+
+            await wait_until(claim_failed, what="the title's claim to fail on the locked store")
+    return str(session_id)
 
 
 @pytest.mark.parametrize("left_as", ["pending", "running"])

@@ -34,12 +34,15 @@ class RunningServer:
     def __init__(self, settings: Settings, *, tools: Sequence[ToolFunction]) -> None:
         self.settings = settings
         self.port = free_port()
+        self.app = create_app(settings, tools=tools)
         config = uvicorn.Config(
-            create_app(settings, tools=tools),
+            self.app,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
             lifespan="on",
+            # asyncio's loop, not uvloop: the guards watch asyncio's sockets, callbacks and tasks.
+            loop="asyncio",
             ws_max_size=max(settings.ws_max_bytes * 4, 16 * 1024 * 1024),
         )
         self._server = uvicorn.Server(config)

@@ -34,7 +34,7 @@ async def fetch_user_profile(context: ToolContext, user_id: str) -> dict[str, Js
     Args:
         user_id: The user's id, for example "123".
     """
-    profile = await context.store.get_user_profile(user_id.strip())
+    profile = await context.profiles.get(user_id.strip())
     if profile is None:
         raise ToolError(f"no user with id {user_id!r}")
     return profile

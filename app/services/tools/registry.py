@@ -18,7 +18,7 @@ from pydantic import (
     create_model,
 )
 
-from app.database.base import Store
+from app.database.base import ProfileRepository
 from app.services.llm.base import ToolDefinition
 
 
@@ -30,7 +30,8 @@ class ToolError(Exception):
 class ToolContext:
     """What a tool may use besides its arguments; tools ask for it by a `ToolContext` parameter."""
 
-    store: Store
+    # The demo profiles `fetch_user_profile` answers from.
+    profiles: ProfileRepository
     session_id: str
 
 

@@ -1,4 +1,4 @@
-"""The real local model for tests: present in CI (`make test` installs it), optional locally."""
+"""The real local model for tests: `make install` installs it; optional in a plain pytest run."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.support.guard_plugin import NO_SKIPS
 
 
 def require_local_model() -> Path:
-    """The default GGUF; skips when the local packages are missing, except in CI (fails)."""
+    """The default GGUF; skips when the local packages are missing, unless `NO_SKIPS` (fails)."""
     try:
         import llama_cpp  # noqa: F401
 
@@ -22,6 +22,6 @@ def require_local_model() -> Path:
             return default_model_path()
         except LocalModelMissing as e:
             reason = f"the local model is not installed ({e}): make install"
-    if IN_CI:
-        pytest.fail(f"CI must test the local model, but {reason}")
+    if NO_SKIPS:
+        pytest.fail(f"this run must test the local model, but {reason}")
     pytest.skip(reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,8 @@ MakeSettings = Callable[..., Settings]
 
 
 async def _chosen(settings: Settings) -> LLMProvider:
-    provider = create_provider(settings)
+    # In a thread, as the app's lifespan does: a client loads its TLS certificates (blocking).
+    provider = await asyncio.to_thread(create_provider, settings)
     await provider.aclose()
     return provider
 

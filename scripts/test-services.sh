@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# What the whole test suite needs besides .venv, made ready on this machine (by `make test` and
+# .ci/run): PostgreSQL at 127.0.0.1:5432 (or TEST_DATABASE_URL), started when it is down, and
+# Debian's Chromium for the page tests, installed when it is missing. Starting and installing
+# need root, as in CI; without it, or when something cannot be done here, this says exactly
+# what to do and fails, so that `make test` never passes by skipping tests.
+set -euo pipefail
+
+ADMIN_URL="${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
+missing=()
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# The machine's PostgreSQL cluster (Debian's layout), e.g. "15 main"; empty without one.
+cluster() {
+    local version
+    version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)"
+    if [ -n "$version" ] && command -v pg_ctlcluster >/dev/null; then echo "$version main"; fi
+}
+
+postgres_up() { pg_isready -d "$ADMIN_URL" -q 2>/dev/null; }
+
+start_postgres() {
+    local found
+    found="$(cluster)"
+    if [ -z "$found" ]; then
+        missing+=("PostgreSQL: apt-get install postgresql, allowing user postgres from 127.0.0.1
+    without a password (trust in pg_hba.conf); or set TEST_DATABASE_URL to a role that may
+    create databases")
+    elif ! is_root; then
+        missing+=("PostgreSQL is down: start it as root: pg_ctlcluster $found start")
+    else
+        # shellcheck disable=SC2086  # "15 main" is two arguments
+        pg_ctlcluster --skip-systemctl-redirect $found start
+        for _ in $(seq 1 30); do postgres_up && return; sleep 1; done
+        missing+=("PostgreSQL did not start: see pg_lsclusters and its log")
+    fi
+}
+
+check_postgres() {
+    command -v pg_isready >/dev/null || { missing+=("pg_isready: apt-get install postgresql-client"); return; }
+    postgres_up || start_postgres
+    if postgres_up && command -v psql >/dev/null \
+        && ! PGCONNECT_TIMEOUT=5 psql "$ADMIN_URL" -Atqc 'select 1' >/dev/null 2>&1; then
+        missing+=("PostgreSQL refuses $ADMIN_URL: allow it without a password (trust in
+    pg_hba.conf for 127.0.0.1), or set TEST_DATABASE_URL to a role that may create databases")
+    fi
+    # The outage tests run a PostgreSQL server of their own (tests/support/private_postgres.py):
+    # Debian's server binaries, started as the postgres user, which needs root.
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! is_root; then
+        missing+=("the PostgreSQL outage tests start a server of their own with Debian's initdb
+    and pg_ctl as the postgres user: run make test as root with the postgresql package installed")
+    fi
+}
+
+check_chromium() {
+    if [ -n "${CHROMIUM_PATH:-}" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+        return
+    fi
+    if is_root && command -v apt-get >/dev/null; then
+        echo "Installing Debian's chromium for the page tests."
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        missing+=("Chromium, for the page tests: apt-get install chromium (as root), or set
+    CHROMIUM_PATH to a Chromium binary")
+    fi
+}
+
+check_postgres
+check_chromium
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "make test runs the whole suite, and this machine is missing:" >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    echo "(.venv/bin/python -m pytest runs what it can here, skipping the rest.)" >&2
+    exit 1
+fi
