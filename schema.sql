@@ -193,13 +193,13 @@ $$;
 
 -- One fenced, atomic, idempotent append (used by the PostgreSQL store and, over REST as
 -- /rpc/append_session_events, by the Supabase store):
--- - every row must come from its session's current holding, else SQLSTATE RT412 (the writer's
---   lease is lost) and nothing is stored; rows already stored exactly as given are exempt (a
---   retry, or a replay after the lease was released);
--- - rows identical to stored ones are skipped; a row whose (session, seq) or message id is
---   taken by a different event: RT409, nothing is stored.
+-- - a row goes in only from its session's current holding, and never over another row;
+-- - rows left out are fine if they are stored exactly as given (a retry, or a replay after the
+--   lease was released); else the batch is refused and nothing is stored: SQLSTATE RT412 when a
+--   writer does not hold its session's lease, RT409 when a different event has the seq or the
+--   message id.
 -- The leases are locked (share) first: a takeover waits for this write to commit, then reads it.
--- The common case costs the lock, one fence check and one insert.
+-- The common case costs the lock and one insert.
 create or replace function public.append_session_events(events jsonb)
 returns void language plpgsql set search_path = '' as $$
 declare
@@ -210,14 +210,21 @@ begin
     order by l.session_id
     for share;
 
+    insert into public.session_events (session_id, seq, type, message_id, created_at, data)
+    select i.session_id, i.seq, i.type, i.message_id, i.created_at, i.data
+    from public.session_events_in(events) i
+    where exists (
+        select 1 from public.session_leases l
+        where l.session_id = i.session_id and l.holder = i.writer
+            and l.epoch = i.writer_epoch and l.state <> 'free'
+    )
+    on conflict do nothing;
+    get diagnostics inserted = row_count;
+    if inserted = jsonb_array_length(events) then
+        return;
+    end if;
+
     if exists (
-        select 1 from public.session_event_writers(events) w
-        where not exists (
-            select 1 from public.session_leases l
-            where l.session_id = w.session_id and l.holder = w.writer
-                and l.epoch = w.writer_epoch and l.state <> 'free'
-        )
-    ) and exists (
         select 1 from public.session_events_in(events) i
         where not exists (
             select 1 from public.session_leases l
@@ -231,14 +238,7 @@ begin
         raise exception using errcode = 'RT412',
             message = 'the writer of a session in this batch does not hold its lease';
     end if;
-
-    insert into public.session_events (session_id, seq, type, message_id, created_at, data)
-    select i.session_id, i.seq, i.type, i.message_id, i.created_at, i.data
-    from public.session_events_in(events) i
-    on conflict do nothing;
-    get diagnostics inserted = row_count;
-    -- Fewer rows than given: the others were stored already, as retries or as conflicts.
-    if inserted < jsonb_array_length(events) and exists (
+    if exists (
         select 1 from public.session_events_in(events) i
         where not exists (
             select 1 from public.session_events e

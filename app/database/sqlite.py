@@ -31,9 +31,18 @@ from app.protocol import StoredEvent
 
 _PING_TIMEOUT_S = 1.0
 _BUSY_TIMEOUT_S = 5.0
-_INSERT_EVENT = (
+# A row goes in only from its session's current holding (the fence), and never over another.
+_INSERT_FENCED = (
     "insert into session_events (session_id, seq, type, message_id, created_at, data) "
-    "values (?, ?, ?, ?, ?, ?) on conflict do nothing"
+    "select ?1, ?2, ?3, ?4, ?5, ?6 where exists (select 1 from session_leases "
+    "where session_id = ?1 and holder = ?7 and epoch = ?8 and state <> 'free') "
+    "on conflict do nothing"
+)
+# `event_count` = last seq, `updated_at` = newest event time, both monotonic (a retry's rows
+# change nothing); once per session of a batch, as the PostgreSQL schema's statement trigger.
+_TOUCH_SESSION = (
+    "update sessions set event_count = max(event_count, ?), updated_at = max(updated_at, ?) "
+    "where id = ?"
 )
 
 
@@ -137,6 +146,23 @@ class SqliteRunner:
             await db.executemany(compiled[0][0], [values for _, values in compiled])
 
     @asynccontextmanager
+    async def writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The writer connection for statements that begin with a write (sqlite3 opens the
+        transaction before it, taking the write lock at once), committed at the end and rolled
+        back on error: one call fewer than `transaction()`, for the event writer's hot path."""
+        async with self._lock:
+            db = self._connection(self._writer)
+            try:
+                yield db
+                await db.commit()
+            except (sqlite3.Error, ValueError) as e:
+                await _rollback(db)
+                raise _translate(e, "SQLite write failed") from e
+            except BaseException:
+                await _rollback(db)
+                raise
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The writer connection inside `begin immediate` ... commit (rolled back on error)."""
         async with self._lock:
@@ -171,7 +197,9 @@ def _translate(error: Exception, doing: str) -> StoreError:
 
 
 class SqliteEventLog(SqlEventReads):
-    """`EventLog` on SQLite: fence, insert and conflict check in one `begin immediate`."""
+    """`EventLog` on SQLite: a fenced insert, then the counts, in one transaction. The common
+    case is three calls into SQLite's thread (insert, counts, commit), as an unfenced write
+    would be; only a batch with rows left out finds out why (retries, or a refusal)."""
 
     def __init__(self, runner: SqliteRunner) -> None:
         super().__init__(runner)
@@ -180,39 +208,35 @@ class SqliteEventLog(SqlEventReads):
     async def append(self, rows: Sequence[EventRow]) -> None:
         if not rows:
             return
-        async with self._sqlite.transaction() as db:
-            fresh = await self._fenced(db, rows)
-            if not fresh:
-                return
-            cursor = await db.executemany(_INSERT_EVENT, [_event_params(row) for row in fresh])
-            # Fewer rows than given: some were stored already, as retries or as conflicts.
-            differing = await _differing(db, fresh) if cursor.rowcount < len(fresh) else []
-            if differing:
-                session_id = differing[0]
-                raise EventConflict(
-                    f"a different event is already stored in session {session_id}",
-                    session_id=session_id,
-                )
+        async with self._sqlite.writing() as db:
+            cursor = await db.executemany(_INSERT_FENCED, [_event_params(row) for row in rows])
+            if cursor.rowcount < len(rows):
+                await _explain_left_out(db, rows)
+            await db.executemany(_TOUCH_SESSION, _latest_per_session(rows))
 
-    async def _fenced(self, db: aiosqlite.Connection, rows: Sequence[EventRow]) -> list[EventRow]:
-        """The rows to insert: those of current holdings. A session whose writer lost its lease
-        passes only if all its rows are stored already (a retry or a replay); else `LeaseLost`."""
-        leases = {row.lease for row in rows}
-        marks = ", ".join("?" for _ in leases)
-        found = await db.execute_fetchall(
-            f"select session_id, holder, epoch from session_leases where state <> 'free' "
-            f"and session_id in ({marks})",
-            [lease.session_id for lease in leases],
+
+async def _explain_left_out(db: aiosqlite.Connection, rows: Sequence[EventRow]) -> None:
+    """Rows the insert left out are fine if they are stored exactly as given (retries, or a
+    replay after the lease was released); else the batch is refused: `LeaseLost` when their
+    writer does not hold the session's lease, `EventConflict` when another event has the seq."""
+    leases = {row.lease for row in rows}
+    marks = ", ".join("?" for _ in leases)
+    found = await db.execute_fetchall(
+        f"select session_id, holder, epoch from session_leases where state <> 'free' "
+        f"and session_id in ({marks})",
+        [lease.session_id for lease in leases],
+    )
+    current = {Lease(r["session_id"], r["holder"], r["epoch"]) for r in found}
+    strangers = [row for row in rows if row.lease not in current]
+    if strangers and (lost := await _differing(db, strangers)):
+        raise LeaseLost(
+            f"the writer of session {lost[0]} does not hold its lease", session_id=lost[0]
         )
-        current = {Lease(r["session_id"], r["holder"], r["epoch"]) for r in found}
-        strangers = [row for row in rows if row.lease not in current]
-        if strangers and await _differing(db, strangers):
-            session_id = strangers[0].session_id
-            raise LeaseLost(
-                f"the writer of session {session_id} does not hold its lease",
-                session_id=session_id,
-            )
-        return [row for row in rows if row.lease in current]
+    if differing := await _differing(db, [row for row in rows if row.lease in current]):
+        raise EventConflict(
+            f"a different event is already stored in session {differing[0]}",
+            session_id=differing[0],
+        )
 
 
 def _event_params(row: EventRow) -> tuple[object, ...]:
@@ -224,7 +248,18 @@ def _event_params(row: EventRow) -> tuple[object, ...]:
         message_id_of(event),
         sqlite_time(event.created_at),
         event_data(event),
+        row.lease.holder,
+        row.lease.epoch,
     )
+
+
+def _latest_per_session(rows: Sequence[EventRow]) -> list[tuple[int, str, str]]:
+    latest: dict[str, tuple[int, str]] = {}
+    for row in rows:
+        seq, moment = row.event.seq, sqlite_time(row.event.created_at)
+        known = latest.get(row.session_id)
+        latest[row.session_id] = max(known, (seq, moment)) if known else (seq, moment)
+    return [(seq, moment, session_id) for session_id, (seq, moment) in latest.items()]
 
 
 async def _differing(db: aiosqlite.Connection, rows: Sequence[EventRow]) -> list[str]:

@@ -26,12 +26,3 @@ alter table sessions add column summary_behind integer
 drop index if exists sessions_summary_todo_idx;
 create index if not exists sessions_summary_todo_idx on sessions (summary_status)
     where summary_status in ('pending', 'running', 'failed');
-
--- The database keeps `event_count` and `updated_at`, as the PostgreSQL schema's trigger does;
--- a row skipped by ON CONFLICT DO NOTHING fires no AFTER INSERT trigger.
-create trigger if not exists session_events_touch_sessions after insert on session_events
-begin
-    update sessions set event_count = max(event_count, new.seq),
-        updated_at = max(updated_at, new.created_at)
-    where id = new.session_id;
-end;
