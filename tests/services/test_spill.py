@@ -189,6 +189,9 @@ async def test_a_message_refused_in_an_outage_and_spilled_is_answered_when_resen
         # The client was told nothing was acknowledged, so it sends the message again.
         await client.send(during)
         frames = await client.recv_until("response.done", timeout=10)
+    async with httpx.AsyncClient(base_url=second.http_url) as http:
+        # The answer is written within the writer's flush interval after `response.done`.
+        await wait_for_session(http, session_id, lambda s: s["event_count"] == 4)
     assert [(e["type"], e.get("id")) for e in stored_before][-1] == ("user.message", "m2")
     assert types_of(frames) == [
         "user.message",
