@@ -164,19 +164,11 @@ class SqliteRunner:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The writer connection inside `begin immediate` ... commit (rolled back on error)."""
-        async with self._lock:
-            db = self._connection(self._writer)
-            try:
-                await db.execute("begin immediate")
-                yield db
-                await db.commit()
-            except (sqlite3.Error, ValueError) as e:
-                await _rollback(db)
-                raise _translate(e, "SQLite write failed") from e
-            except BaseException:
-                await _rollback(db)
-                raise
+        """The writer connection inside `begin immediate` ... commit (rolled back on error), for
+        statements that read before they write."""
+        async with self.writing() as db:
+            await db.execute("begin immediate")
+            yield db
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:
