@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from urllib.parse import unquote_plus
 
 import orjson
+from opentelemetry import trace
 
 session_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "session_id", default=None
@@ -28,6 +29,16 @@ _TOKEN_PATTERNS = (
     re.compile(r"(?i)(api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',&]+"),
 )
 REDACTED = "[redacted]"
+
+
+def trace_ids() -> tuple[str, str] | None:
+    """The current span's trace and span ids (hex, as tracing tools show them), if any."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
 _STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -63,7 +74,8 @@ def _redact_credential_parameter(match: re.Match[str]) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, session and response, exception."""
+    """One JSON object a line: time, level, logger, message, session, response, trace and span
+    ids (inside a span), exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -75,6 +87,8 @@ class JsonFormatter(logging.Formatter):
         for key, var in (("session_id", session_id_var), ("response_id", response_id_var)):
             if (value := var.get()) is not None:
                 entry[key] = value
+        if (ids := trace_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -82,11 +96,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class ContextFormatter(logging.Formatter):
-    """Readable text lines that still name the session and response."""
+    """Readable text lines that still name the session, the response and the trace."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        pairs = (("session", session_id_var.get()), ("response", response_id_var.get()))
+        traced = trace_ids()
+        pairs = (
+            ("session", session_id_var.get()),
+            ("response", response_id_var.get()),
+            ("trace", traced[0] if traced else None),
+        )
         ids = [f"{name}={value}" for name, value in pairs if value]
         return f"{line} [{' '.join(ids)}]" if ids else line
 

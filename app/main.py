@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -14,9 +15,13 @@ from app.logs import configure_logging
 from app.routers import health, page, sessions, ws
 from app.routers.hosts import AllowedHostsMiddleware
 from app.routers.page import STATIC_DIR
+from app.routers.request_spans import RequestSpans
 from app.services.runtime import drain_on_signals, start_runtime, stop_runtime
 from app.services.tools import DEFAULT_TOOLS, ToolFunction
 from app.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 # Seconds a client is told to wait before trying a request the store could not answer.
 STORE_RETRY_AFTER_S = 2
@@ -32,9 +37,13 @@ async def store_unavailable(request: Request, error: Exception) -> JSONResponse:
 
 
 def create_app(
-    settings: Settings | None = None, *, tools: Sequence[ToolFunction] = DEFAULT_TOOLS
+    settings: Settings | None = None,
+    *,
+    tools: Sequence[ToolFunction] = DEFAULT_TOOLS,
+    span_exporter: SpanExporter | None = None,
 ) -> FastAPI:
-    """Build the app; everything it runs on is created in its lifespan, not here."""
+    """Build the app; everything it runs on is created in its lifespan, not here. Spans go to
+    `span_exporter` when given (tests), else over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
     settings = settings or load_settings()
     configure_logging(
         level=settings.log_level,
@@ -44,7 +53,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await start_runtime(settings, tools=tools)
+        runtime = await start_runtime(settings, tools=tools, span_exporter=span_exporter)
         app.state.runtime = runtime
         drain_on_signals(runtime)
         try:
@@ -63,6 +72,8 @@ def create_app(
     )
     app.add_exception_handler(StoreError, store_unavailable)
     app.add_middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
+    # Outermost: a request refused for its Host is traced too.
+    app.add_middleware(RequestSpans)
     app.include_router(ws.router)
     app.include_router(sessions.router)
     app.include_router(health.router)

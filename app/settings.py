@@ -141,6 +141,15 @@ class Settings(BaseSettings):
     # Unset = {SUPABASE_URL}/auth/v1/.well-known/jwks.json.
     supabase_jwks_url: str | None = None
 
+    # Traces (docs/operations.md): exported over OTLP/HTTP when an endpoint is set, else off.
+    # The standard OpenTelemetry names; other OTEL_* variables are read by the SDK itself.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_exporter_otlp_headers: SecretStr | None = None
+    otel_service_name: str | None = None
+    # Prompt, answer, tool arguments and results on spans: off, they may hold personal data.
+    otel_capture_content: bool = False
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # `json`: one JSON object a line with session_id and response_id; `text`: for humans.
     log_format: Literal["json", "text"] = "json"
@@ -209,6 +218,13 @@ class Settings(BaseSettings):
             raise ValueError("SUPABASE_URL must look like https://<project-ref>.supabase.co")
         return value.rstrip("/")
 
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _otlp_endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"must be an http(s) URL like http://collector:4318 (got {value!r})")
+        return value
+
     @model_validator(mode="after")
     def _supabase_needs_both(self) -> Settings:
         if self.database_url is None and (self.supabase_url is None) != (self.supabase_key is None):
@@ -273,6 +289,7 @@ class Settings(BaseSettings):
             self.openai_api_key,
             self.supabase_key,
             self.supabase_jwt_secret,
+            self.otel_exporter_otlp_headers,
             *self.api_keys,
         ]
         return [secret.get_secret_value() for secret in secrets if secret is not None]

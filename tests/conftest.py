@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -12,6 +12,9 @@ from app.services.tools import DEFAULT_TOOLS, ToolFunction
 from app.settings import Settings
 from tests.fakes.groq_server import FakeGroq, text_reply
 from tests.support.server import RunningServer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 # The guards (tests/support/guard_plugin.py) fail any test that tries a real network call,
 # blocks an event loop or leaks a task, and any skip where every test must run (`NO_SKIPS`);
@@ -68,12 +71,18 @@ def make_settings(tmp_path: Path, fake_groq: FakeGroq) -> Callable[..., Settings
 
 @pytest.fixture
 def start_server(make_settings: Callable[..., Settings]) -> Iterator[StartServer]:
-    """Start a real server; extra tools and setting overrides per call."""
+    """Start a real server; extra tools, a span exporter and setting overrides per call."""
     started: list[RunningServer] = []
 
-    def start(*, tools: Sequence[ToolFunction] = (), **overrides: Any) -> RunningServer:
+    def start(
+        *,
+        tools: Sequence[ToolFunction] = (),
+        span_exporter: SpanExporter | None = None,
+        **overrides: Any,
+    ) -> RunningServer:
         settings = make_settings(**overrides)
-        server = RunningServer(settings, tools=[*DEFAULT_TOOLS, *tools]).start()
+        tools = [*DEFAULT_TOOLS, *tools]
+        server = RunningServer(settings, tools=tools, span_exporter=span_exporter).start()
         started.append(server)
         return server
 

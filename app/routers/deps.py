@@ -30,7 +30,7 @@ def bearer_token(authorization: str | None, query_token: str | None) -> str | No
 async def get_owner(request: Request, runtime: RuntimeDep) -> str | None:
     token = bearer_token(request.headers.get("authorization"), request.query_params.get("token"))
     try:
-        return await runtime.auth.owner_of(token)
+        owner = await runtime.auth.owner_of(token)
     except Unauthorized as e:
         raise HTTPException(
             status_code=401, detail=str(e), headers={"WWW-Authenticate": "Bearer"}
@@ -39,6 +39,8 @@ async def get_owner(request: Request, runtime: RuntimeDep) -> str | None:
         raise HTTPException(
             status_code=503, detail=str(e), headers={"Retry-After": str(e.retry_after_s)}
         ) from e
+    runtime.tracing.note_owner(owner)
+    return owner
 
 
 OwnerDep = Annotated[str | None, Depends(get_owner)]

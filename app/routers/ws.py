@@ -28,6 +28,7 @@ from app.services.conversation import Conversation
 from app.services.hub import ConnectRefused
 from app.services.rate_limit import FrameRateLimiter, Verdict
 from app.services.runtime import Runtime
+from app.services.tracing import ConnectionSpan
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -187,8 +188,13 @@ async def refuse(websocket: WebSocket, refusal: Refusal) -> None:
 
 @router.websocket("/ws")
 async def chat_socket(websocket: WebSocket) -> None:
-    """One client connection to one session (new or resumed)."""
+    """One client connection to one session (new or resumed), traced as one span."""
     runtime: Runtime = websocket.app.state.runtime
+    with runtime.tracing.connection(websocket.headers) as span:
+        await _connection(websocket, runtime, span)
+
+
+async def _connection(websocket: WebSocket, runtime: Runtime, span: ConnectionSpan) -> None:
     await websocket.accept()
     sink = WebSocketSink(websocket, send_timeout_s=runtime.settings.ws_send_timeout_s)
     try:
@@ -199,11 +205,14 @@ async def chat_socket(websocket: WebSocket) -> None:
             session_id, after_seq=after_seq, owner=owner, sink=sink
         )
     except ConnectRefused as e:
+        span.refused(e.code.value)
         await refuse(websocket, Refusal(e.code, e.message, retryable=e.retryable))
         return
     except Refusal as e:
+        span.refused(e.code.value)
         await refuse(websocket, e)
         return
+    span.attached(session_id=ready.session_id, owner=owner, resumed=ready.resumed)
     runtime.metrics.open_connections.inc()
     # Logs of this connection and of the tasks it starts carry the session id.
     session_id_var.set(ready.session_id)

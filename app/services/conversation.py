@@ -39,6 +39,7 @@ from app.services.storable import unstorable
 from app.services.summaries import Summarizer
 from app.services.supervisor import TaskSupervisor
 from app.services.tools import ToolContext, ToolRegistry
+from app.services.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class ConversationDeps:
     supervisor: TaskSupervisor
     max_message_chars: int
     commit_timeout_s: float
+    tracing: Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +331,8 @@ class Conversation:
             tool_context=ToolContext(profiles=deps.store.profiles, session_id=self.session_id),
             config=deps.response,
             metrics=deps.metrics,
+            tracing=deps.tracing,
+            owner=self.session_record.owner,
         )
         self._tasks.runner = runner
         self._tasks.response = deps.supervisor.spawn(

@@ -18,8 +18,13 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.database.base import EventLog, EventRow, Lease, LeaseLost, StoreError, WriteRefused
+from app.services.tracing import Tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,8 @@ OnRefused = Callable[[Lease, WriteRefused], None]
 class _Pending:
     row: EventRow | None  # None marks a flush barrier
     done: asyncio.Future[None] | None
+    # The span whose work queued the event (the batch span links to it); None untraced.
+    origin: SpanContext | None = None
     # Written (or refused) by the writer. Not `done.done()`: a waiter that gives up cancels
     # its future, and the event must still be written (or spilled).
     settled: bool = False
@@ -66,8 +73,10 @@ class EventWriter:
         buffer_max: int,
         on_write: Callable[[float], None] = lambda seconds: None,
         on_refused: OnRefused = lambda lease, error: None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._events = events
+        self._tracing = tracing or Tracing.disabled()
         self._on_write = on_write
         self._on_refused = on_refused
         self._buffer_max = buffer_max
@@ -104,14 +113,14 @@ class EventWriter:
         """Queue an event; it is written within the flush interval."""
         if self._refuse_dead(row, None):
             return
-        self._enqueue(_Pending(row, None))
+        self._enqueue(_Pending(row, None, self._tracing.origin()))
 
     def commit(self, row: EventRow) -> asyncio.Future[None]:
         """Write an event now; the future is done once it is committed (`StoreError` if it
         cannot be). Awaiting it with a deadline leaves the write queued (`asyncio.shield`)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not self._refuse_dead(row, done):
-            self._enqueue(_Pending(row, done), urgent=True)
+            self._enqueue(_Pending(row, done, self._tracing.origin()), urgent=True)
         return done
 
     async def flush(self) -> None:
@@ -184,7 +193,13 @@ class EventWriter:
 
     async def _write(self, batch: list[_Pending]) -> None:
         entries = [p for p in batch if p.row is not None and not self._refuse_dead(p.row, p.done)]
-        await self._write_isolated(entries)
+        if entries:
+            with self._tracing.store_batch(
+                session_ids=(row.session_id for p in entries if (row := p.row)),
+                origins=(p.origin for p in entries),
+                size=len(entries),
+            ):
+                await self._write_isolated(entries)
         for pending in batch:
             if pending.row is None:
                 pending.settle(None)  # a barrier: everything before it is settled now
@@ -232,6 +247,7 @@ class EventWriter:
                     raise
                 self.failing_since = self.failing_since or time.monotonic()
                 log.warning("event write failed, retrying in %.2f s: %s", delay, e)
+                self._tracing.note_retry(e, delay_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue

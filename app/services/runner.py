@@ -43,6 +43,7 @@ from app.services.llm.base import (
 from app.services.metrics import Metrics
 from app.services.storable import storable_json, storable_text
 from app.services.tools import ToolContext, ToolError, ToolRegistry
+from app.services.tracing import ResponseSpan, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ class ResponseRunner:
         tool_context: ToolContext,
         config: ResponseConfig,
         metrics: Metrics,
+        tracing: Tracing,
+        owner: str | None,
     ) -> None:
         self.response_id = response_id
         self._host = host
@@ -156,6 +159,9 @@ class ResponseRunner:
         self._tool_context = tool_context
         self._config = config
         self._metrics = metrics
+        self._tracing = tracing
+        self._owner = owner
+        self._span: ResponseSpan | None = None
         self._progress = _Progress(model=provider.model)
         self._work: asyncio.Task[None] | None = None
         self._cancel_requested = False
@@ -170,6 +176,15 @@ class ResponseRunner:
 
     async def run(self) -> None:
         """Run to the end; always records one assistant message and sends one `response.done`."""
+        with self._tracing.response(
+            session_id=self._host.session_id,
+            owner=self._owner,
+            response_id=self.response_id,
+            model=self._provider.model,
+        ) as self._span:
+            await self._run()
+
+    async def _run(self) -> None:
         response_id_var.set(self.response_id)
         self._started_at = asyncio.get_running_loop().time()
         await self._host.send(ResponseStarted(response_id=self.response_id))
@@ -304,10 +319,19 @@ class ResponseRunner:
         started = asyncio.get_running_loop().time()
         result: JsonValue = None
         error: str | None = None
-        try:
-            result = await self._call_tool(call)
-        except ToolError as e:
-            error = str(e)
+        with self._tracing.tool_call(
+            name=call.name,
+            call_id=call.call_id,
+            arguments=call.arguments,
+            session_id=self._host.session_id,
+            owner=self._owner,
+            mcp=None,  # a tool from an MCP server: its `McpOrigin`
+        ) as span:
+            try:
+                result = await self._call_tool(call)
+            except ToolError as e:
+                error = str(e)
+            span.finished(result=result, error=error)
         elapsed = asyncio.get_running_loop().time() - started
         # Unknown names come from the model: one label for all of them keeps the series bounded.
         label = call.name if self._tools.get(call.name) else "unknown"
@@ -373,6 +397,8 @@ class ResponseRunner:
             error=error,
         )
         self._host.record(message)
+        if self._span is not None:
+            self._span.finished(message, self._host.events)
         self._metrics.responses.labels(status=status.value).inc()
         self.completed = status is ResponseStatus.COMPLETED
         await self._host.send(self._done_frame(message))

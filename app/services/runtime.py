@@ -9,7 +9,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.database.base import Store, StoreError
 from app.database.factory import create_store
@@ -29,7 +29,11 @@ from app.services.spill import replay_spill, write_spill
 from app.services.summaries import Summarizer
 from app.services.supervisor import TaskSupervisor
 from app.services.tools import DEMO_PROFILES, ToolFunction, ToolRegistry
+from app.services.tracing import Tracing, provider_name_of, start_tracing
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +74,19 @@ class Runtime:
     auth: Authenticator
     leases: LeaseKeeper
     slot: InstanceSlot
+    tracing: Tracing
     shutdown: ShutdownClock = field(default_factory=ShutdownClock)
 
 
-async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) -> Runtime:
+async def start_runtime(
+    settings: Settings,
+    *,
+    tools: Sequence[ToolFunction],
+    span_exporter: SpanExporter | None = None,
+) -> Runtime:
     """Open the store, take over what a dead predecessor left, start the writer, pick the
-    model, and resume pending summaries."""
+    model, and resume pending summaries. Spans go to `span_exporter` when given (tests), else
+    over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
     store = create_store(settings)
     await store.open()
     try:
@@ -83,16 +94,22 @@ async def start_runtime(settings: Settings, *, tools: Sequence[ToolFunction]) ->
     except BaseException:
         await store.close()
         raise
+    tracing = start_tracing(settings, exporter=span_exporter)
     try:
-        return await _start(settings, store, slot, tools)
+        return await _start(settings, store, slot, tools, tracing)
     except BaseException:
+        await asyncio.to_thread(tracing.shutdown)
         slot.release()
         await store.close()
         raise
 
 
 async def _start(
-    settings: Settings, store: Store, slot: InstanceSlot, tools: Sequence[ToolFunction]
+    settings: Settings,
+    store: Store,
+    slot: InstanceSlot,
+    tools: Sequence[ToolFunction],
+    tracing: Tracing,
 ) -> Runtime:
     await _take_over(store, slot)
     await store.profiles.upsert(DEMO_PROFILES)
@@ -104,11 +121,17 @@ async def _start(
         batch_max=settings.write_batch_max,
         buffer_max=settings.write_buffer_max,
         on_write=metrics.store_write_seconds.observe,
+        tracing=tracing,
     )
     supervisor.spawn_service(writer.run, name=WRITER_SERVICE)
     # In a thread: a client loads its TLS certificates (tens of ms), the local model its library.
-    provider = await asyncio.to_thread(create_provider, settings)
-    summarizer = _summarizer(settings, store, provider, supervisor, metrics, slot.instance_id)
+    provider = tracing.traced_provider(
+        await asyncio.to_thread(create_provider, settings),
+        provider_name=provider_name_of(settings),
+    )
+    summarizer = _summarizer(
+        settings, store, provider, supervisor, metrics, slot.instance_id, tracing
+    )
     context_max_tokens = settings.context_max_tokens or (
         context_window_of(provider.model) - settings.llm_max_completion_tokens
     )
@@ -130,6 +153,7 @@ async def _start(
         supervisor=supervisor,
         max_message_chars=settings.max_message_chars,
         commit_timeout_s=settings.store_commit_timeout_s,
+        tracing=tracing,
     )
     leases = LeaseKeeper(
         store.leases, metrics, instance_id=slot.instance_id, ttl_s=settings.lease_ttl_s
@@ -148,6 +172,7 @@ async def _start(
         create_authenticator(settings),
         leases,
         slot,
+        tracing,
     )
     resumed = await summarizer.resume_pending()
     # Both loops end on stop (the heartbeat once every lease is released), so other instances
@@ -191,6 +216,7 @@ def _summarizer(
     supervisor: TaskSupervisor,
     metrics: Metrics,
     claimant: str,
+    tracing: Tracing,
 ) -> Summarizer:
     summaries_model = summary_model(settings, provider)
     return Summarizer(
@@ -206,6 +232,7 @@ def _summarizer(
         poll_s=settings.summary_poll_s,
         claim_timeout_s=settings.summary_claim_timeout_s,
         retry_s=settings.summary_retry_s,
+        tracing=tracing,
     )
 
 
@@ -263,3 +290,6 @@ async def stop_runtime(runtime: Runtime) -> None:
         async with asyncio.timeout(_STORE_CLOSE_S):
             await runtime.store.close()
     runtime.slot.release()
+    # Last: the spans of the shutdown itself are exported too (bounded by the exporter's
+    # own timeout; in a thread, the SDK blocks while it sends).
+    await asyncio.to_thread(runtime.tracing.shutdown)

@@ -23,6 +23,7 @@ from app.services.context import estimate_tokens
 from app.services.llm.base import ChatMessage, LLMError, LLMProvider, complete_text
 from app.services.metrics import Metrics
 from app.services.supervisor import TaskSupervisor
+from app.services.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,9 @@ class Summarizer:
         poll_s: float = 10.0,
         claim_timeout_s: float = 120.0,
         retry_s: float = 5.0,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing or Tracing.disabled()
         self._title_model = title_model
         self._store = store
         self._provider = provider
@@ -257,6 +260,14 @@ class Summarizer:
     async def _claimed_job(
         self, session_id: str, kind: JobKind, events: list[StoredEvent] | None
     ) -> str | None:
+        with self._tracing.job(kind, session_id) as span:
+            outcome = await self._claim_and_make(session_id, kind, events)
+            span.outcome(outcome)
+            return outcome
+
+    async def _claim_and_make(
+        self, session_id: str, kind: JobKind, events: list[StoredEvent] | None
+    ) -> str | None:
         """Claim the job, then make it; None when another instance (or nobody) had it to do,
         `_UNCLAIMED` when the store did not answer the claim."""
         try:
@@ -307,6 +318,7 @@ class Summarizer:
         record = await self._store.sessions.get(session_id)
         if record is None:
             return "gone"
+        self._tracing.note_owner(record.owner)
         events = await self._store.events.read(session_id, after_seq=record.summary_seq)
         if not events and record.summary is not None:
             # Resumed and left without new events: the summary still holds.

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from websockets.asyncio.client import connect
@@ -17,6 +17,9 @@ from app.main import create_app
 from app.services.tools import ToolFunction
 from app.settings import Settings
 from tests.support.client import WsClient
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 _START_TIMEOUT_S = 15.0
 
@@ -31,10 +34,17 @@ def free_port() -> int:
 class RunningServer:
     """Our app served by uvicorn, as a client sees it."""
 
-    def __init__(self, settings: Settings, *, tools: Sequence[ToolFunction]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tools: Sequence[ToolFunction],
+        span_exporter: SpanExporter | None = None,
+    ) -> None:
         self.settings = settings
         self.port = free_port()
-        self.app = create_app(settings, tools=tools)
+        # `span_exporter`: the app's own tracer provider sends its spans there (tests read them).
+        self.app = create_app(settings, tools=tools, span_exporter=span_exporter)
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
