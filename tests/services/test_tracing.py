@@ -67,7 +67,7 @@ def trace_id(span: ReadableSpan) -> int:
 
 
 def attrs(span: ReadableSpan) -> dict[str, object]:
-    return attrs(span)
+    return dict(span.attributes or {})
 
 
 def linked_span_ids(span: ReadableSpan) -> set[int]:
