@@ -4,10 +4,13 @@ parents, links and GenAI attributes for a turn with a tool call, a failure and a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import httpx
 import orjson
+import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
@@ -17,7 +20,7 @@ from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_RESPONSE_STATUS_CODE,
     HTTP_ROUTE,
 )
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import ProxyTracerProvider, SpanKind, StatusCode
 from pydantic import JsonValue
 
 from app.services.llm.groq import GroqProvider
@@ -28,7 +31,9 @@ from app.services.tracing import (
     JOB_OUTCOME,
     RESPONSE_STATUS,
     TracedProvider,
+    otlp_traces_endpoint,
 )
+from app.settings import Settings, SettingsError, load_settings
 from tests.conftest import BACKGROUND_SUMMARY_MODEL, StartServer
 from tests.fakes.groq_server import FakeGroq, Usage, error_reply, text_reply, tool_call_reply
 from tests.support.server import RunningServer
@@ -316,3 +321,44 @@ async def test_without_an_endpoint_nothing_is_traced(
     async with server.connect() as client:
         await client.ready()
         assert (await client.ask("hello"))[-1]["status"] == "completed"
+
+
+async def test_log_lines_of_a_traced_turn_carry_its_trace_id(
+    start_server: StartServer, fake_groq: FakeGroq, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async def log_a_line() -> dict[str, JsonValue]:
+        """Logs one line."""
+        logging.getLogger("tests.tool").warning("the tool ran")
+        return {}
+
+    exporter = InMemorySpanExporter()
+    server = start_server(span_exporter=exporter, tools=[log_a_line])
+    fake_groq.script(tool_call_reply(("log_a_line", {})), text_reply("done"))
+    async with server.connect() as client:
+        await client.ready()
+        await client.ask("log")
+    spans = await spans_named(exporter, "invoke_agent")
+    tool = one(spans, "execute_tool log_a_line")
+    lines = [orjson.loads(line) for line in capfd.readouterr().err.splitlines() if "{" in line]
+    logged = next(line for line in lines if line.get("message") == "the tool ran")
+    assert logged["trace_id"] == format(trace_id(tool), "032x")
+    assert logged["span_id"] == format(span_id(tool), "016x")
+    ready = next(line for line in lines if str(line.get("message", "")).startswith("ready:"))
+    assert "trace_id" not in ready  # outside any span
+    # Our code never installs a process-wide provider: other apps in this process are untouched.
+    assert isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+
+
+def test_the_endpoint_must_be_http_and_traces_go_to_its_v1_traces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in str(refused.value)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    base = Settings(_env_file=None, otel_exporter_otlp_endpoint="http://collector:4318/")
+    assert otlp_traces_endpoint(base) == "http://collector:4318/v1/traces"
+    own = base.model_copy(update={"otel_exporter_otlp_traces_endpoint": "https://x/traces"})
+    assert otlp_traces_endpoint(own) == "https://x/traces"
+    assert otlp_traces_endpoint(Settings(_env_file=None)) is None
