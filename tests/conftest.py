@@ -62,6 +62,10 @@ def make_settings(tmp_path: Path, fake_groq: FakeGroq) -> Callable[..., Settings
             # A job "left running by a stopped process" is taken over within a test's waits.
             "summary_claim_timeout_s": 2.0,
             "summary_poll_s": 0.25,
+            # Spans go to a test's own exporter (`span_exporter`), never to a developer's
+            # collector named in the environment.
+            "otel_exporter_otlp_endpoint": None,
+            "otel_exporter_otlp_traces_endpoint": None,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)
