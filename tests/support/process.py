@@ -53,7 +53,8 @@ class ServerProcess:
     def __init__(self, env: dict[str, str], workdir: Path) -> None:
         self.port = free_port()
         self._env = {
-            **os.environ,
+            # A developer's collector is not the test's: a test that wants traces names its own.
+            **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")},
             **_FAST_TIMERS,
             **env,
             "PYTHONPATH": _GUARDED_PYTHONPATH,
