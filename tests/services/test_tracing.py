@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID
 from opentelemetry.semconv._incubating.attributes.session_attributes import SESSION_ID
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
@@ -39,6 +40,7 @@ from tests.fakes.groq_server import FakeGroq, Usage, error_reply, text_reply, to
 from tests.support.server import RunningServer
 from tests.support.waiting import wait_until
 
+API_KEY = "tracing-test-key"
 CONTENT_ATTRIBUTES = (
     gen_ai.GEN_AI_INPUT_MESSAGES,
     gen_ai.GEN_AI_OUTPUT_MESSAGES,
@@ -99,12 +101,12 @@ async def test_a_turn_with_a_tool_call_is_one_trace_of_nested_genai_spans(
     start_server: StartServer, fake_groq: FakeGroq
 ) -> None:
     exporter = InMemorySpanExporter()
-    server = start_server(span_exporter=exporter)
+    server = start_server(span_exporter=exporter, auth_mode="api_key", api_keys=[API_KEY])
     fake_groq.script(
         tool_call_reply(("fetch_user_profile", {"user_id": "123"}), usage=Usage(10, 3)),
         text_reply("Ada ", "Lovelace", usage=Usage(40, 2)),
     )
-    async with server.connect() as client:
+    async with server.connect(f"token={API_KEY}") as client:
         session_id = (await client.ready())["session_id"]
         frames = await client.ask("who is 123?")
     assert frames[-1]["status"] == "completed"
@@ -115,6 +117,8 @@ async def test_a_turn_with_a_tool_call_is_one_trace_of_nested_genai_spans(
     connection = one(spans, "websocket /ws")
     assert connection.kind is SpanKind.SERVER
     assert attrs(connection)[SESSION_ID] == session_id
+    owner = attrs(connection)[ENDUSER_ID]
+    assert str(owner).startswith("key:")
 
     # The response: a trace of its own, linked to the connection that asked for it.
     response = one(spans, "invoke_agent")
@@ -125,6 +129,7 @@ async def test_a_turn_with_a_tool_call_is_one_trace_of_nested_genai_spans(
         gen_ai.GEN_AI_CONVERSATION_ID: session_id,
         SESSION_ID: session_id,
         gen_ai.GEN_AI_RESPONSE_ID: response_id,
+        ENDUSER_ID: owner,
         gen_ai.GEN_AI_REQUEST_MODEL: "test-model",
         gen_ai.GEN_AI_RESPONSE_MODEL: "test-model",
         gen_ai.GEN_AI_RESPONSE_FINISH_REASONS: ("stop",),
@@ -182,6 +187,11 @@ async def test_a_turn_with_a_tool_call_is_one_trace_of_nested_genai_spans(
         [span_id(summary), span_id(title)]
     )
 
+    # Every span of the session's work names the session and its owner.
+    for span in (*chats, tool, summary, title, *background):
+        assert (attrs(span)[SESSION_ID], attrs(span)[ENDUSER_ID]) == (session_id, owner)
+        assert attrs(span)[gen_ai.GEN_AI_CONVERSATION_ID] == session_id
+
     # Without OTEL_CAPTURE_CONTENT no text of the conversation is on any span.
     assert not [
         (span.name, key) for span in spans for key in CONTENT_ATTRIBUTES if key in attrs(span)
@@ -192,20 +202,28 @@ async def test_rest_requests_are_spans_named_for_their_route(
     start_server: StartServer, fake_groq: FakeGroq
 ) -> None:
     exporter = InMemorySpanExporter()
-    server = start_server(span_exporter=exporter)
+    server = start_server(span_exporter=exporter, auth_mode="api_key", api_keys=[API_KEY])
     fake_groq.script(text_reply("hi"))
-    async with server.connect() as client:
+    async with server.connect(f"token={API_KEY}") as client:
         session_id = (await client.ready())["session_id"]
         await client.ask("hello")
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    headers = {
+        "Authorization": f"Bearer {API_KEY}",
+        "traceparent": f"00-{caller_trace}-b7ad6b7169203331-01",
+    }
+    async with httpx.AsyncClient(base_url=server.http_url, headers=headers) as http:
         assert (await http.get(f"/api/sessions/{session_id}")).status_code == 200
         assert (await http.get("/api/sessions/not-a-session")).status_code == 404
         assert (await http.get("/healthz")).status_code == 200
     spans = await spans_named(exporter, "GET /api/sessions/{session_id}")
     found, missing = named(spans, "GET /api/sessions/{session_id}")
     assert found.kind is SpanKind.SERVER
-    assert found.parent is None
+    # The caller's `traceparent` makes the request part of the caller's trace.
+    assert format(trace_id(found), "032x") == caller_trace
+    assert parent_of(found) == int("b7ad6b7169203331", 16)
     assert attrs(found)[SESSION_ID] == session_id
+    assert str(attrs(found)[ENDUSER_ID]).startswith("key:")
     assert attrs(found)[HTTP_ROUTE] == "/api/sessions/{session_id}"
     assert attrs(found)[HTTP_RESPONSE_STATUS_CODE] == 200
     assert attrs(missing)[HTTP_RESPONSE_STATUS_CODE] == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 
 import orjson
@@ -18,6 +19,22 @@ JOB_OUTCOME = "conversation.job.outcome"
 BATCH_SESSION_IDS = "conversation.session_ids"
 
 Attributes = dict[str, str | bool | int | float | Sequence[str]]
+
+# The session and owner the current work is for: set by a connection once attached and by a
+# response, inherited by the tasks they start, read by spans that cannot be told (a model
+# request inside a summary job, say).
+subject: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar(
+    "tracing_subject", default=None
+)
+
+
+def current_who() -> Attributes:
+    """`who()` of the current subject, with `gen_ai.conversation.id`; empty without one."""
+    current = subject.get()
+    if current is None:
+        return {}
+    session_id, owner = current
+    return {gen_ai.GEN_AI_CONVERSATION_ID: session_id, **who(session_id, owner)}
 
 
 def who(session_id: str | None, owner: str | None) -> Attributes:

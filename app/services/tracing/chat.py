@@ -28,7 +28,7 @@ from app.services.llm.base import (
     ToolCallRequest,
     ToolDefinition,
 )
-from app.services.tracing.attributes import Attributes, as_json, tokens
+from app.services.tracing.attributes import Attributes, as_json, current_who, tokens
 
 FIRST_CHUNK_EVENT = "first_token"
 _CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
@@ -178,6 +178,7 @@ class TracedProvider:
             gen_ai.GEN_AI_PROVIDER_NAME: self._provider_name,
             gen_ai.GEN_AI_REQUEST_MODEL: model,
             gen_ai.GEN_AI_REQUEST_STREAM: True,
+            **current_who(),
         }
         if self._capture_content:
             attributes[gen_ai.GEN_AI_INPUT_MESSAGES] = chat_messages(messages)

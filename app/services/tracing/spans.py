@@ -47,6 +47,7 @@ from app.services.tracing.attributes import (
     RESPONSE_STATUS,
     Attributes,
     as_json,
+    subject,
     text_messages,
     tokens,
     who,
@@ -146,7 +147,11 @@ class ConnectionSpan:
         self._span = span
 
     def attached(self, *, session_id: str, owner: str | None, resumed: bool) -> None:
+        if not self._span.is_recording():
+            return
         self._span.set_attributes({**who(session_id, owner), CONNECTION_RESUMED: resumed})
+        # For the rest of the handler's task and every task it starts from now on.
+        subject.set((session_id, owner))
 
     def refused(self, code: str) -> None:
         self._span.set_attribute(ERROR_TYPE, code)
@@ -234,8 +239,12 @@ class Tracing:
 
     def note_owner(self, owner: str | None) -> None:
         """The current span (a REST request's, a job's) belongs to `owner`."""
-        if owner is not None and self.enabled:
-            trace.get_current_span().set_attribute(ENDUSER_ID, owner)
+        if owner is None or not self.enabled:
+            return
+        trace.get_current_span().set_attribute(ENDUSER_ID, owner)
+        current = subject.get()
+        if current is not None:  # a job read its session: what it starts from here knows too
+            subject.set((current[0], owner))
 
     # -- a response ------------------------------------------------------------------------
 
@@ -257,10 +266,14 @@ class Tracing:
         }
         # Its status says how the response ended (`ResponseSpan.finished`), not an exception.
         links = _current_link()
-        with self._span(
-            _INVOKE_AGENT, attributes, links=links, parent=otel_context.Context()
-        ) as span:
-            yield ResponseSpan(span, capture_content=self.capture_content)
+        token = subject.set((session_id, owner))
+        try:
+            with self._span(
+                _INVOKE_AGENT, attributes, links=links, parent=otel_context.Context()
+            ) as span:
+                yield ResponseSpan(span, capture_content=self.capture_content)
+        finally:
+            subject.reset(token)
 
     @contextmanager
     def tool_call(
@@ -347,15 +360,22 @@ class Tracing:
         if not self.enabled:
             yield JobSpan(_OFF)
             return
+        # Asked for by the session's connection (or response), the job knows its owner.
+        asker = subject.get()
+        owner = asker[1] if asker is not None and asker[0] == session_id else None
         attributes: Attributes = {
             JOB_KIND: kind,
             gen_ai.GEN_AI_CONVERSATION_ID: session_id,
-            **who(session_id, None),
+            **who(session_id, owner),
         }
         links = _current_link()
         root = otel_context.Context()
-        with self._span(f"{kind} job", attributes, links=links, parent=root) as span:
-            yield JobSpan(span)
+        token = subject.set((session_id, owner))
+        try:
+            with self._span(f"{kind} job", attributes, links=links, parent=root) as span:
+                yield JobSpan(span)
+        finally:
+            subject.reset(token)
 
     @contextmanager
     def _span(
