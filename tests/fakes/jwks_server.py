@@ -7,12 +7,13 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.fakes.loopback_http import LoopbackHttpServer, QuietHandler
 
 JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 HS256_SECRET = "test-project-jwt-secret-with-at-least-32-bytes"
@@ -22,7 +23,7 @@ def new_es256_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-class FakeSupabaseAuth:
+class FakeSupabaseAuth(LoopbackHttpServer):
     """`{base_url}/auth/v1/.well-known/jwks.json`, with keys that a test can add or rotate."""
 
     def __init__(self) -> None:
@@ -33,16 +34,8 @@ class FakeSupabaseAuth:
         # What the JWKS endpoint answers; a test sets 5xx for an outage of the auth server.
         self.jwks_status = 200
         self.kid = self.add_key()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        # A short poll interval only makes shutdown quick; requests are served at once.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-jwks"
-        )
-
-    @property
-    def base_url(self) -> str:
-        """What a test passes as SUPABASE_URL."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        # `base_url` is what a test passes as SUPABASE_URL.
+        super().__init__(self._handler(), name="fake-jwks")
 
     @property
     def issuer(self) -> str:
@@ -93,7 +86,7 @@ class FakeSupabaseAuth:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 if self.path != JWKS_PATH:
                     self.send_error(404)
@@ -111,21 +104,4 @@ class FakeSupabaseAuth:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # quiet tests
-
         return Handler
-
-    def __enter__(self) -> FakeSupabaseAuth:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
