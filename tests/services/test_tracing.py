@@ -31,13 +31,22 @@ from app.services.tracing import (
     FIRST_CHUNK_EVENT,
     JOB_OUTCOME,
     RESPONSE_STATUS,
+    STORE_RETRY_EVENT,
     TracedProvider,
     otlp_traces_endpoint,
 )
 from app.settings import Settings, SettingsError, load_settings
 from tests.conftest import BACKGROUND_SUMMARY_MODEL, StartServer
-from tests.fakes.groq_server import FakeGroq, Usage, error_reply, text_reply, tool_call_reply
+from tests.fakes.groq_server import (
+    FakeGroq,
+    Usage,
+    error_reply,
+    hold_reply,
+    text_reply,
+    tool_call_reply,
+)
 from tests.support.server import RunningServer
+from tests.support.stall import stalled
 from tests.support.waiting import wait_until
 
 API_KEY = "tracing-test-key"
@@ -285,6 +294,56 @@ async def test_a_cancelled_response_ends_its_spans_as_cancelled_not_failed(
     assert attrs(response)[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] == ("cancelled",)
     assert response.status.status_code is StatusCode.UNSET
     assert ERROR_TYPE not in attrs(response)
+
+
+async def test_a_cancel_mid_stream_closes_the_upstream_and_marks_the_model_request(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    exporter = InMemorySpanExporter()
+    server = start_server(span_exporter=exporter)
+    fake_groq.script(hold_reply(*[f"w{i} " for i in range(50)], delay_s=0.05))
+    async with server.connect() as client:
+        await client.ready()
+        await client.send({"type": "user.message", "text": "talk"})
+        await client.recv_until("response.delta")
+        await client.send({"type": "response.cancel"})
+        frames = await client.recv_until("response.done")
+    assert frames[-1]["status"] == "cancelled"
+    # The traced provider closes the request it wraps, as the bare one does.
+    await asyncio.to_thread(fake_groq.wait_for_disconnect)
+    spans = await spans_named(exporter, "invoke_agent", "chat test-model")
+    chat = one(spans, "chat test-model")
+    assert attrs(chat)[ERROR_TYPE] == "cancelled"
+    assert chat.status.status_code is StatusCode.UNSET
+    assert [event.name for event in chat.events] == [FIRST_CHUNK_EVENT]
+    assert parent_of(chat) == span_id(one(spans, "invoke_agent"))
+
+
+async def test_a_batch_the_store_refused_for_a_while_shows_its_retries(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    exporter = InMemorySpanExporter()
+    server = start_server(span_exporter=exporter, database_timeout_s=0.2)
+    writer = runtime_of(server).writer
+    fake_groq.script(text_reply("hi"))
+    async with server.connect() as client:
+        await client.ready()
+        with stalled(server):
+            await client.send({"type": "user.message", "text": "hello", "id": "m1"})
+
+            async def failing() -> bool:
+                return writer.failing_since is not None
+
+            await wait_until(failing, what="a failed write")
+        frames = await client.recv_until("response.done", timeout=10)
+    assert frames[0]["type"] == "user.message"
+    spans = await spans_named(exporter, "append events", "websocket /ws")
+    retried = [span for span in named(spans, "append events") if span.events]
+    assert retried
+    assert {event.name for span in retried for event in span.events} == {STORE_RETRY_EVENT}
+    # The user message was queued by the connection: its batch links there.
+    connection = one(spans, "websocket /ws")
+    assert any(span_id(connection) in linked_span_ids(span) for span in retried)
 
 
 async def test_content_is_on_spans_only_when_capture_is_on(
