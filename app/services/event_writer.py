@@ -195,7 +195,7 @@ class EventWriter:
         entries = [p for p in batch if p.row is not None and not self._refuse_dead(p.row, p.done)]
         if entries:
             with self._tracing.store_batch(
-                session_ids=(row.session_id for p in entries if (row := p.row)),
+                session_ids=(p.row.session_id for p in entries if p.row is not None),
                 origins=(p.origin for p in entries),
                 size=len(entries),
             ):

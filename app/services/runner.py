@@ -181,7 +181,8 @@ class ResponseRunner:
             owner=self._owner,
             response_id=self.response_id,
             model=self._provider.model,
-        ) as self._span:
+        ) as span:
+            self._span = span
             await self._run()
 
     async def _run(self) -> None:
