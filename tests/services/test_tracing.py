@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import orjson
@@ -45,6 +49,7 @@ from tests.fakes.groq_server import (
     text_reply,
     tool_call_reply,
 )
+from tests.support.process import REPO_ROOT
 from tests.support.server import RunningServer
 from tests.support.stall import stalled
 from tests.support.waiting import wait_until
@@ -439,3 +444,25 @@ def test_the_endpoint_must_be_http_and_traces_go_to_its_v1_traces(
     own = base.model_copy(update={"otel_exporter_otlp_traces_endpoint": "https://x/traces"})
     assert otlp_traces_endpoint(own) == "https://x/traces"
     assert otlp_traces_endpoint(Settings(_env_file=None)) is None
+
+
+def test_without_an_endpoint_the_sdk_is_not_even_imported(tmp_path: Path) -> None:
+    # A fresh interpreter (this one imported the SDK for the other tests): the app, its settings
+    # and its tracing as `start_runtime` makes them, without an endpoint.
+    script = (
+        "import sys\n"
+        "import app.main\n"
+        "from app.settings import load_settings\n"
+        "from app.services.tracing import start_tracing\n"
+        "tracing = start_tracing(load_settings())\n"
+        "loaded = [m for m in sys.modules if m.startswith(('opentelemetry.sdk', "
+        "'opentelemetry.exporter'))]\n"
+        "print(tracing.enabled, loaded)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip().splitlines()[-1] == "False []"
