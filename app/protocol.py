@@ -134,6 +134,8 @@ class ToolCallEvent(_StoredEvent):
     arguments: dict[str, JsonValue]
     # Present only when the model's arguments were not a JSON object.
     raw_arguments: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    # The MCP server whose tool this is; absent for built-in tools.
+    server: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class ToolResultEvent(_StoredEvent):

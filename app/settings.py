@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.services.mcp.config import McpConfig, McpConfigError, load_mcp_config
+
 # Groq's Llama 3 models became enterprise-only on 2026-08-16; gpt-oss works with a new free key.
 DEFAULT_GROQ_MODEL = "openai/gpt-oss-120b"
 DEFAULT_SUMMARY_MODEL = "openai/gpt-oss-20b"
@@ -99,6 +101,8 @@ class Settings(BaseSettings):
     # Conversation
     max_tool_rounds: int = Field(default=5, ge=1, le=50)
     tool_timeout_s: float = Field(default=10.0, gt=0)
+    # A JSON file of MCP servers whose tools the model may call (docs/tools.md); read at boot.
+    mcp_config: Annotated[McpConfig | None, NoDecode] = None
     max_message_chars: int = Field(default=32_000, ge=1)
     ws_max_bytes: int = Field(default=1_048_576, ge=1024)
     # Seconds a send may wait for a client that stopped reading before it is dropped.
@@ -157,6 +161,16 @@ class Settings(BaseSettings):
     _split_origins = field_validator(
         "allowed_origins", "allowed_hosts", "api_keys", "groq_fallback_models", mode="before"
     )(_split_list)
+
+    @field_validator("mcp_config", mode="before")
+    @classmethod
+    def _read_mcp_config(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return load_mcp_config(value)
+        except McpConfigError as e:
+            raise ValueError(str(e)) from e
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -31,6 +31,9 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         for health in runtime.supervisor.services
     }
     body: dict[str, object] = {"store": runtime.store.kind, "services": services}
+    if runtime.mcp is not None:
+        # Details only: a degraded MCP server costs its tools, not the server's readiness.
+        body["mcp_servers"] = runtime.mcp.health()
     try:
         await runtime.store.ping()
     except StoreError as e:
@@ -48,4 +51,9 @@ async def metrics(runtime: RuntimeDep) -> Response:
     runtime.metrics.store_queue_depth.set(runtime.writer.queue_depth)
     for health in runtime.supervisor.services:
         runtime.metrics.service_restarts.labels(service=health.name).set(health.restarts)
+    if runtime.mcp is not None:
+        for link in runtime.mcp.links:
+            up = 1 if link.health.state.value == "ready" else 0
+            runtime.metrics.mcp_server_up.labels(server=link.name).set(up)
+            runtime.metrics.mcp_server_restarts.labels(server=link.name).set(link.health.restarts)
     return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)

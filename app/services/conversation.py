@@ -328,7 +328,11 @@ class Conversation:
             response_id=new_id("resp"),
             provider=deps.provider,
             tools=deps.tools,
-            tool_context=ToolContext(profiles=deps.store.profiles, session_id=self.session_id),
+            tool_context=ToolContext(
+                profiles=deps.store.profiles,
+                session_id=self.session_id,
+                owner=self.session_record.owner,
+            ),
             config=deps.response,
             metrics=deps.metrics,
             tracing=deps.tracing,

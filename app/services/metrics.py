@@ -80,6 +80,32 @@ class Metrics:
             registry=self.registry,
         )
 
+        # MCP servers (docs/tools.md): calls by server, tool and outcome (count, errors,
+        # latency), whether each server is up, and how often it was restarted.
+        self.mcp_tool_calls = Histogram(
+            "chat_mcp_tool_call_seconds",
+            "MCP tool call durations, by server, tool and outcome",
+            ["server", "tool", "outcome"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.mcp_server_up = Gauge(
+            "chat_mcp_server_up",
+            "1 while an MCP server answers, 0 while it is starting or being restarted",
+            ["server"],
+            registry=self.registry,
+        )
+        self.mcp_server_restarts = Gauge(
+            "chat_mcp_server_restarts",
+            "Times an MCP server was restarted or reconnected after failing",
+            ["server"],
+            registry=self.registry,
+        )
+
+    def observe_mcp_call(self, server: str, tool: str, *, ok: bool, seconds: float) -> None:
+        outcome = "ok" if ok else "error"
+        self.mcp_tool_calls.labels(server=server, tool=tool, outcome=outcome).observe(seconds)
+
     def observe_tool(self, name: str, *, ok: bool, seconds: float) -> None:
         self.tool_calls.labels(tool=name, outcome="ok" if ok else "error").observe(seconds)
 

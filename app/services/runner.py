@@ -302,6 +302,7 @@ class ResponseRunner:
 
     async def _announce(self, call: ToolCallRequest) -> ToolCallEvent:
         arguments = _parse_arguments(call.arguments)
+        tool = self._tools.get(call.name)
         event = ToolCallEvent(
             seq=self._host.next_seq(),
             created_at=_now(),
@@ -310,6 +311,7 @@ class ResponseRunner:
             name=storable_text(call.name),
             arguments=_storable_object(arguments) if arguments is not None else {},
             raw_arguments=None if arguments is not None else storable_text(call.arguments),
+            server=tool.server if tool is not None else None,
         )
         self._progress.open_calls[event.call_id] = event
         self._host.record(event)
@@ -348,11 +350,12 @@ class ResponseRunner:
             )
         if call.raw_arguments is not None:
             raise ToolError("the arguments were not a JSON object")
+        timeout_s = tool.timeout_s or self._config.tool_timeout_s
         try:
-            async with asyncio.timeout(self._config.tool_timeout_s):
+            async with asyncio.timeout(timeout_s):
                 return await tool.call(call.arguments, self._tool_context)
         except TimeoutError as e:
-            raise ToolError(f"timed out after {self._config.tool_timeout_s:g} s") from e
+            raise ToolError(f"timed out after {timeout_s:g} s") from e
         except (ToolError, asyncio.CancelledError):
             raise
         except Exception as e:

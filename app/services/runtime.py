@@ -22,6 +22,7 @@ from app.services.instance import InstanceSlot, take_slot
 from app.services.leases import LeaseKeeper
 from app.services.llm import create_provider, summary_model
 from app.services.llm.base import LLMProvider
+from app.services.mcp.source import McpToolSource
 from app.services.metrics import Metrics
 from app.services.runner import ResponseConfig
 from app.services.sessions import SessionDirectory
@@ -43,6 +44,8 @@ WRITER_SERVICE = "event-writer"
 _WRITER_CLOSE_S = 1.0
 _SERVICES_STOP_S = 0.5
 _STORE_CLOSE_S = 1.0
+# Stopping MCP servers: the SDK closes a stdio child's stdin, waits 2 s, then kills its group.
+_MCP_STOP_S = 5.0
 
 
 @dataclass(slots=True)
@@ -75,6 +78,7 @@ class Runtime:
     leases: LeaseKeeper
     slot: InstanceSlot
     tracing: Tracing
+    mcp: McpToolSource | None = None
     shutdown: ShutdownClock = field(default_factory=ShutdownClock)
 
 
@@ -135,11 +139,12 @@ async def _start(
     context_max_tokens = settings.context_max_tokens or (
         context_window_of(provider.model) - settings.llm_max_completion_tokens
     )
+    mcp = _start_mcp(settings, supervisor, metrics)
     deps = ConversationDeps(
         store=store,
         writer=writer,
         provider=provider,
-        tools=ToolRegistry(tools),
+        tools=ToolRegistry(tools, sources=[mcp] if mcp is not None else []),
         response=ResponseConfig(
             max_tool_rounds=settings.max_tool_rounds, tool_timeout_s=settings.tool_timeout_s
         ),
@@ -173,6 +178,7 @@ async def _start(
         leases,
         slot,
         tracing,
+        mcp,
     )
     resumed = await summarizer.resume_pending()
     # Both loops end on stop (the heartbeat once every lease is released), so other instances
@@ -207,6 +213,38 @@ async def _take_over(store: Store, slot: InstanceSlot) -> None:
             freed,
             handed_back,
         )
+
+
+def _start_mcp(
+    settings: Settings, supervisor: TaskSupervisor, metrics: Metrics
+) -> McpToolSource | None:
+    """Each configured MCP server runs as a service: it connects (or starts its child) and
+    reconnects with backoff by itself, so one that fails at start does not stop the app."""
+    if settings.mcp_config is None:
+        return None
+    source = McpToolSource(
+        settings.mcp_config, call_timeout_s=settings.tool_timeout_s, metrics=metrics
+    )
+    for link in source.links:
+        supervisor.spawn_service(link.run, name=mcp_service_name(link.name))
+    return source
+
+
+def mcp_service_name(server: str) -> str:
+    return f"mcp-{server}"
+
+
+async def _stop_mcp(runtime: Runtime) -> None:
+    if runtime.mcp is None:
+        return
+    for link in runtime.mcp.links:
+        link.stop()
+    await asyncio.gather(
+        *(
+            runtime.supervisor.stop_service(mcp_service_name(link.name), timeout_s=_MCP_STOP_S)
+            for link in runtime.mcp.links
+        )
+    )
 
 
 def _summarizer(
@@ -283,6 +321,7 @@ async def stop_runtime(runtime: Runtime) -> None:
             len(unwritten),
             runtime.slot.spill_path,
         )
+    await _stop_mcp(runtime)
     await runtime.supervisor.stop_services(timeout_s=_SERVICES_STOP_S)
     await runtime.provider.aclose()
     await runtime.auth.aclose()

@@ -6,15 +6,24 @@ from __future__ import annotations
 from app.services.tools.calculator import calculate
 from app.services.tools.clock import get_current_time
 from app.services.tools.profiles import DEMO_PROFILES, fetch_user_profile
-from app.services.tools.registry import ToolContext, ToolError, ToolFunction, ToolRegistry
+from app.services.tools.registry import (
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolFunction,
+    ToolRegistry,
+    ToolSource,
+)
 
 DEFAULT_TOOLS: list[ToolFunction] = [fetch_user_profile, get_current_time, calculate]
 
 __all__ = [
     "DEFAULT_TOOLS",
     "DEMO_PROFILES",
+    "Tool",
     "ToolContext",
     "ToolError",
     "ToolFunction",
     "ToolRegistry",
+    "ToolSource",
 ]

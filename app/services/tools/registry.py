@@ -1,12 +1,14 @@
-"""Tools are plain typed async functions; this turns them into schemas and validated calls."""
+"""The tools offered to the model: built-in ones (plain typed async functions, turned into
+schemas and validated calls here) and those of tool sources (MCP servers), behind one `Tool`
+interface the runner calls."""
 
 from __future__ import annotations
 
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any, Protocol, get_type_hints
 
 from pydantic import (
     BaseModel,
@@ -33,6 +35,10 @@ class ToolContext:
     # The demo profiles `fetch_user_profile` answers from.
     profiles: ProfileRepository
     session_id: str
+    # Whose session it is (None when auth is off), and the bearer token they connected with:
+    # MCP servers get the owner in `_meta`, the token only when their config asks for it.
+    owner: str | None = None
+    credentials: str | None = field(default=None, repr=False)
 
 
 ToolFunction = Callable[..., Awaitable[Any]]
@@ -52,18 +58,61 @@ def _docstring_parts(function: ToolFunction) -> tuple[str, dict[str, str]]:
     return " ".join(summary.split()), described
 
 
+class Tool(Protocol):
+    """What the runner needs of a tool, wherever it comes from."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def definition(self) -> ToolDefinition:
+        """The schema the model is offered."""
+        ...
+
+    @property
+    def server(self) -> str | None:
+        """The MCP server the tool belongs to; None for built-in tools."""
+        ...
+
+    @property
+    def timeout_s(self) -> float | None:
+        """Its own per-call timeout; None = `TOOL_TIMEOUT_S`."""
+        ...
+
+    @property
+    def requires_approval(self) -> bool:
+        """Whether a call waits for the user's approval (read once tool approval exists)."""
+        ...
+
+    async def call(self, raw_arguments: Mapping[str, JsonValue], context: ToolContext) -> JsonValue:
+        """Validate the model's arguments, run the tool, return a JSON result or raise
+        `ToolError` with what the model should hear."""
+        ...
+
+
+class ToolSource(Protocol):
+    """Tools that come and go at run time (the tools of MCP servers)."""
+
+    def tools(self, *, taken: Sequence[str]) -> Sequence[Tool]:
+        """The tools offered now; `taken` are names already used (the built-in tools)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
-class Tool:
-    """One registered tool: its function, its arguments model and its schema for the model."""
+class FunctionTool:
+    """A built-in tool: its function, its arguments model and its schema for the model."""
 
     name: str
     function: ToolFunction
     arguments: type[BaseModel]
     wants_context: bool
     definition: ToolDefinition
+    server: None = None
+    timeout_s: None = None
+    requires_approval: bool = False
 
     @classmethod
-    def from_function(cls, function: ToolFunction) -> Tool:
+    def from_function(cls, function: ToolFunction) -> FunctionTool:
         hints = get_type_hints(function)
         summary, described = _docstring_parts(function)
         fields: dict[str, Any] = {}
@@ -112,17 +161,30 @@ def _short_errors(error: ValidationError) -> str:
 
 
 class ToolRegistry:
-    """The tools offered to the model, by name."""
+    """The tools offered to the model, by name: the built-in ones, then those of the sources
+    as they are now (a source's tools change when its server's list does)."""
 
-    def __init__(self, functions: Sequence[ToolFunction]) -> None:
-        self._tools = {tool.name: tool for tool in map(Tool.from_function, functions)}
+    def __init__(
+        self, functions: Sequence[ToolFunction], *, sources: Sequence[ToolSource] = ()
+    ) -> None:
+        self._builtin: dict[str, Tool] = {
+            tool.name: tool for tool in map(FunctionTool.from_function, functions)
+        }
+        self._sources = list(sources)
+
+    def _all(self) -> dict[str, Tool]:
+        tools = dict(self._builtin)
+        for source in self._sources:
+            for tool in source.tools(taken=list(tools)):
+                tools.setdefault(tool.name, tool)
+        return tools
 
     def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+        return self._all().get(name)
 
     @property
     def names(self) -> list[str]:
-        return list(self._tools)
+        return list(self._all())
 
     def definitions(self) -> list[ToolDefinition]:
-        return [tool.definition for tool in self._tools.values()]
+        return [tool.definition for tool in self._all().values()]

@@ -1,0 +1,338 @@
+"""One MCP server as the app sees it: started (or reached) with the app, its tools listed and
+kept current, restarted with backoff when it crashes or hangs, stopped with the app.
+
+All talk with the server goes through the official `mcp` SDK; its errors are translated here,
+once, into `ToolError`s the model sees and into the link's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import mcp_types as types
+from mcp import Client
+from mcp.client import InputRequiredRoundsExceededError
+from mcp.client._transport import Transport, TransportStreams
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+from mcp_types.jsonrpc import CONNECTION_CLOSED
+from pydantic import ValidationError
+
+from app.services.mcp import launcher
+from app.services.mcp.config import HttpServerConfig, ServerConfig, StdioServerConfig
+from app.services.tools.registry import ToolError
+
+log = logging.getLogger(__name__)
+
+_RESTART_FIRST_S = 0.2
+_RESTART_MAX_S = 30.0
+# Starting a server and listing its tools; a server slower than this is retried.
+_CONNECT_TIMEOUT_S = 30.0
+_CLIENT_INFO = types.Implementation(name="realtime-conversations", version="1.0.0")
+
+
+class LinkState(StrEnum):
+    """`starting` until the first listing, `ready` while it answers, `degraded` while it is
+    being restarted (or never started), `stopped` after the app's shutdown."""
+
+    STARTING = "starting"
+    READY = "ready"
+    DEGRADED = "degraded"
+    STOPPED = "stopped"
+
+
+@dataclass(slots=True)
+class LinkHealth:
+    """How a server is doing, for `/readyz` and the metrics."""
+
+    state: LinkState = LinkState.STARTING
+    restarts: int = 0
+    last_error: str | None = None
+    tool_list_changes: int = 0
+
+
+class McpServerLink:
+    """The connection to one configured MCP server, owned by a supervisor service (`run`)."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ServerConfig,
+        *,
+        call_timeout_s: float,
+        on_tools_changed: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.call_timeout_s = config.timeout or call_timeout_s
+        self.health = LinkHealth()
+        self.tools: list[types.Tool] = []
+        self._on_tools_changed = on_tools_changed
+        self._client: Client | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._broken = False
+        self._relist = False
+        self._probe = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Ask `run` to close the connection (a stdio child is stopped) and return."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Connect, serve until the server breaks, wait, connect again; until `stop()`."""
+        delay = _RESTART_FIRST_S
+        while not self._stopping.is_set():
+            served = False
+            try:
+                served = await self._serve()
+            except Exception as e:  # every failure of a server is the server's: retry it
+                self._set_down(_describe(e))
+            if self._stopping.is_set():
+                break
+            delay = _RESTART_FIRST_S if served else delay
+            log.warning(
+                "MCP server %s is down (%s); restarting in %.1f s",
+                self.name,
+                self.health.last_error,
+                delay,
+            )
+            await self._sleep(delay)
+            delay = min(delay * 2, _RESTART_MAX_S)
+            self.health.restarts += 1
+        self.health.state = LinkState.STOPPED
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
+
+    async def _serve(self) -> bool:
+        """One connection, until it breaks or the app stops; whether it became ready."""
+        self._broken = self._relist = self._probe = False
+        async with Client(
+            self._transport(),
+            message_handler=self._on_message,
+            client_info=_CLIENT_INFO,
+            cache=None,  # a listing must be the server's current one
+        ) as client:
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await self._list_tools(client)
+            self._client = client
+            self.health.state = LinkState.READY
+            self.health.last_error = None
+            log.info("MCP server %s ready: %d tools", self.name, len(self.tools))
+            try:
+                await self._watch(client)
+            finally:
+                self._client = None
+        return True
+
+    async def _watch(self, client: Client) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            if self._broken:
+                raise ConnectionError(self.health.last_error or "the connection broke")
+            if self._probe or self._relist:
+                await self._check(client)
+
+    async def _check(self, client: Client) -> None:
+        """After a listing change (or a call that timed out): list again; a server that does
+        not answer within its call timeout is hung and is restarted."""
+        hung_check = self._probe
+        self._probe = self._relist = False
+        try:
+            async with asyncio.timeout(self.call_timeout_s):
+                await self._list_tools(client)
+        except TimeoutError as e:
+            if hung_check:
+                raise ConnectionError("the server does not answer (hung)") from e
+            raise
+
+    async def _list_tools(self, client: Client) -> None:
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        while True:
+            page = await client.list_tools(cursor=cursor)
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        self.tools = [tool for tool in tools if self._offered(tool)]
+        self._on_tools_changed()
+
+    def _offered(self, tool: types.Tool) -> bool:
+        allowed = self.config.tools
+        if allowed is not None and tool.name not in allowed:
+            return False
+        # A tool that runs only as an MCP task cannot be called as a plain tool.
+        execution = tool.execution
+        return execution is None or execution.task_support != "required"
+
+    async def _on_message(self, message: types.ServerNotification | Exception) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self.health.tool_list_changes += 1
+            self._relist = True
+            self._wake.set()
+        elif isinstance(message, Exception):
+            log.warning("MCP server %s: transport error: %s", self.name, _describe(message))
+
+    def _set_down(self, reason: str) -> None:
+        self.health.state = LinkState.DEGRADED
+        self.health.last_error = reason
+
+    def _break(self, reason: str) -> None:
+        """The connection is unusable: `run` closes it (stopping the child) and reconnects."""
+        if self.health.state is LinkState.READY:
+            self._set_down(reason)
+        self._broken = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ transports
+
+    def _transport(self) -> Transport:
+        if isinstance(self.config, StdioServerConfig):
+            streams = stdio_client(_launched(self.config))
+        else:
+            streams = _http_streams(self.config)
+        return _Watched(streams, on_end=lambda: self._break("the connection closed"))
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(
+        self, tool: str, arguments: dict[str, Any], *, meta: types.RequestParamsMeta
+    ) -> types.CallToolResult:
+        """Call `tool`; every failure comes back as a `ToolError` for the model."""
+        client = self._client
+        if client is None or self.health.state is not LinkState.READY:
+            detail = self.health.last_error or self.health.state.value
+            raise ToolError(f"MCP server {self.name!r} is not available now ({detail})")
+        try:
+            async with asyncio.timeout(self.call_timeout_s):
+                return await client.call_tool(tool, arguments, meta=meta)
+        except TimeoutError as e:
+            self._probe = True  # slow, or hung? `_check` finds out
+            self._wake.set()
+            raise ToolError(f"timed out after {self.call_timeout_s:g} s") from e
+        except MCPError as e:
+            if e.code == CONNECTION_CLOSED:
+                self._break("the connection closed during a call")
+                raise ToolError(
+                    f"MCP server {self.name!r} went away during the call; it is being restarted"
+                ) from e
+            raise ToolError(f"MCP server {self.name!r} refused the call: {e.error.message}") from e
+        except (ValidationError, InputRequiredRoundsExceededError) as e:
+            raise ToolError(
+                f"MCP server {self.name!r} answered with a result not understood"
+            ) from e
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
+            self._break(_describe(e))
+            raise ToolError(f"MCP server {self.name!r} cannot be reached; retrying") from e
+
+
+def _launched(config: StdioServerConfig) -> StdioServerParameters:
+    """The server's command behind the launcher, so the child dies with this process."""
+    # Found here, so that a wrong command is named in `/readyz`, not "connection closed".
+    search_path = config.env.get("PATH", os.environ.get("PATH"))
+    cwd = config.cwd or os.getcwd()
+    command = config.command
+    if os.sep not in command and shutil.which(command, path=search_path) is None:
+        raise FileNotFoundError(f"command not found: {command!r}")
+    if os.sep in command and not os.access(os.path.join(cwd, command), os.X_OK):
+        raise FileNotFoundError(f"not an executable file: {command!r}")
+    return StdioServerParameters(
+        command=sys.executable,
+        args=[launcher.__file__, str(os.getpid()), config.command, *config.args],
+        env=config.env,
+        cwd=config.cwd,
+    )
+
+
+@asynccontextmanager
+async def _http_streams(config: HttpServerConfig) -> AsyncIterator[TransportStreams]:
+    async with (
+        create_mcp_http_client(headers=config.headers) as http,
+        streamable_http_client(config.url, http_client=http) as streams,
+    ):
+        yield streams
+
+
+class _Watched:
+    """A transport whose read side tells when it ends: a stdio server that exits while idle
+    is restarted at once, not at the next call."""
+
+    def __init__(self, inner: Transport, *, on_end: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_end = on_end
+
+    async def __aenter__(self) -> TransportStreams:
+        read, write = await self._inner.__aenter__()
+        return _WatchedRead(read, self._on_end), write
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return await self._inner.__aexit__(exc_type, exc, traceback)
+
+
+class _WatchedRead:
+    def __init__(self, inner: Any, on_end: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_end = on_end
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            item: SessionMessage | Exception = await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._on_end()
+            raise
+        return item
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup) and error.exceptions:
+        return _describe(error.exceptions[0])
+    return f"{type(error).__name__}: {error}"[:300]

@@ -1,0 +1,106 @@
+"""The reference MCP servers the tests use, none written here: `mcp-server-time` (PyPI, stdio)
+and `@modelcontextprotocol/server-everything` (npm, stdio and streamable HTTP), installed by
+`make test` (requirements-dev.txt; `npm ci` in tests/mcp/servers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.support.server import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EVERYTHING_JS = (
+    REPO_ROOT
+    / "tests/mcp/servers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+)
+_START_TIMEOUT_S = 15.0
+
+
+def time_server(**options: Any) -> dict[str, Any]:
+    """`mcp-server-time` over stdio, as a team would configure it."""
+    return {"command": sys.executable, "args": ["-m", "mcp_server_time"], **options}
+
+
+def everything_stdio(**options: Any) -> dict[str, Any]:
+    """The everything server over stdio."""
+    return {"command": "node", "args": [str(EVERYTHING_JS), "stdio"], **options}
+
+
+def write_config(path: Path, servers: dict[str, dict[str, Any]]) -> str:
+    """An `MCP_CONFIG` file of these servers; its path."""
+    path.write_text(json.dumps({"mcpServers": servers}))
+    return str(path)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def is_alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@contextmanager
+def everything_http() -> Iterator[str]:
+    """The everything server in streamable-HTTP mode on a free loopback port; its MCP URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["node", str(EVERYTHING_JS), "streamableHttp"],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the everything server exited at start")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)  # polling a condition with a deadline
+    raise RuntimeError("the everything server did not listen")
