@@ -116,9 +116,10 @@ async def test_the_model_calls_tools_of_stdio_and_http_servers(
     assert len(tool_messages) == 5
     stored = await _stored_events(server, _session_id(client))
     assert [e["type"] for e in stored].count("tool.call") == 5
-    assert next(e for e in stored if e["type"] == "tool.call" and e["name"] == "web__echo")[
-        "server"
-    ] == "web"
+    assert (
+        next(e for e in stored if e["type"] == "tool.call" and e["name"] == "web__echo")["server"]
+        == "web"
+    )
 
 
 def _session_id(client: Any) -> str:
