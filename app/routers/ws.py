@@ -169,6 +169,14 @@ async def authorize(websocket: WebSocket, runtime: Runtime) -> str | None:
         raise Refusal(ErrorCode.AUTH_UNAVAILABLE, str(e), retryable=True) from e
 
 
+def _verified_token(websocket: WebSocket, owner: str | None) -> str | None:
+    """The bearer token `authorize` accepted (None when auth is off): MCP servers whose config
+    asks for it get it with each call, no one else."""
+    if owner is None:
+        return None
+    return bearer_token(websocket.headers.get("authorization"), websocket.query_params.get("token"))
+
+
 def close_code_of(refusal: Refusal) -> int:
     """The close code that names the refusal's reason; a retryable `session_busy` (the previous
     connection is still finishing) closes with 1013 (try again later), which clients reconnect
@@ -202,7 +210,11 @@ async def _connection(websocket: WebSocket, runtime: Runtime, span: ConnectionSp
         after_seq = parse_after_seq(websocket.query_params.get("after_seq"))
         session_id = websocket.query_params.get("session_id") or None
         conversation, ready = await runtime.hub.connect(
-            session_id, after_seq=after_seq, owner=owner, sink=sink
+            session_id,
+            after_seq=after_seq,
+            owner=owner,
+            sink=sink,
+            credentials=_verified_token(websocket, owner),
         )
     except ConnectRefused as e:
         span.refused(e.code.value)

@@ -125,6 +125,8 @@ class Conversation:
         lease: Lease,
     ) -> None:
         self.session_record = record
+        # The connection's verified bearer token, never stored: for MCP servers that ask.
+        self.credentials: str | None = None
         self.lease = lease
         self.state = ConversationState.OPEN
         self.closed = asyncio.Event()
@@ -332,6 +334,7 @@ class Conversation:
                 profiles=deps.store.profiles,
                 session_id=self.session_id,
                 owner=self.session_record.owner,
+                credentials=self.credentials,
             ),
             config=deps.response,
             metrics=deps.metrics,

@@ -100,19 +100,31 @@ class SessionHub:
         return conversation is not None and conversation.state is ConversationState.OPEN
 
     async def connect(
-        self, session_id: str | None, *, after_seq: int, owner: str | None, sink: FrameSink
+        self,
+        session_id: str | None,
+        *,
+        after_seq: int,
+        owner: str | None,
+        sink: FrameSink,
+        credentials: str | None = None,
     ) -> tuple[Conversation, SessionReady]:
-        """Attach a new connection: a fresh session, or a resumed one with its stored events."""
+        """Attach a new connection: a fresh session, or a resumed one with its stored events.
+        `credentials` (the caller's verified token) stay in memory, for MCP servers that ask."""
         if self._draining:
             raise ConnectRefused(
                 ErrorCode.INTERNAL_ERROR, "the server is shutting down; reconnect", retryable=True
             )
         try:
             if session_id is None:
-                return await self._start_new(owner, sink)
-            return await self._resume(session_id, after_seq=after_seq, owner=owner, sink=sink)
+                conversation, ready = await self._start_new(owner, sink)
+            else:
+                conversation, ready = await self._resume(
+                    session_id, after_seq=after_seq, owner=owner, sink=sink
+                )
         except StoreError as e:
             raise _store_refusal(e) from e
+        conversation.credentials = credentials
+        return conversation, ready
 
     async def _start_new(
         self, owner: str | None, sink: FrameSink

@@ -104,3 +104,9 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
                 return
         time.sleep(0.05)  # polling a condition with a deadline
     raise RuntimeError("the everything server did not listen")
+
+
+def probe_server(**options: Any) -> dict[str, Any]:
+    """The tests' own small server (`mcp_probe_server.py`): `_meta` and a changing tool list."""
+    script = Path(__file__).with_name("mcp_probe_server.py")
+    return {"command": sys.executable, "args": [str(script)], **options}

@@ -26,6 +26,7 @@ from mcp.client import InputRequiredRoundsExceededError
 from mcp.client._transport import Transport, TransportStreams
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -141,11 +142,27 @@ class McpServerLink:
             self.health.state = LinkState.READY
             self.health.last_error = None
             log.info("MCP server %s ready: %d tools", self.name, len(self.tools))
+            # Servers of the 2026 protocol announce changes on a `subscriptions/listen`
+            # stream; earlier ones send the notification unasked (`_on_message`).
+            listener = asyncio.create_task(self._listen(client), name=f"mcp-listen-{self.name}")
             try:
                 await self._watch(client)
             finally:
                 self._client = None
+                listener.cancel()
+                await asyncio.wait([listener])
         return True
+
+    async def _listen(self, client: Client) -> None:
+        try:
+            async with client.listen(tools_list_changed=True) as subscription:
+                async for _change in subscription:
+                    self._tools_list_changed()
+        except ListenNotSupportedError:
+            return
+        except (MCPError, SubscriptionLost) as e:
+            # The server may simply not offer the stream; a broken connection shows elsewhere.
+            log.info("MCP server %s: no tool change stream (%s)", self.name, _describe(e))
 
     async def _watch(self, client: Client) -> None:
         while True:
@@ -193,11 +210,14 @@ class McpServerLink:
 
     async def _on_message(self, message: types.ServerNotification | Exception) -> None:
         if isinstance(message, types.ToolListChangedNotification):
-            self.health.tool_list_changes += 1
-            self._relist = True
-            self._wake.set()
+            self._tools_list_changed()
         elif isinstance(message, Exception):
             log.warning("MCP server %s: transport error: %s", self.name, _describe(message))
+
+    def _tools_list_changed(self) -> None:
+        self.health.tool_list_changes += 1
+        self._relist = True
+        self._wake.set()
 
     def _set_down(self, reason: str) -> None:
         self.health.state = LinkState.DEGRADED

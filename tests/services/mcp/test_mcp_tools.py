@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +59,12 @@ def _by_name(frames: list[Frame], kind: str) -> dict[str, Frame]:
 
 
 @pytest.fixture
-def start_with_mcp(start_server: StartServer, tmp_path: Path) -> Iterator[Any]:
+def start_with_mcp(start_server: StartServer, tmp_path: Path) -> Any:
     def start(servers: dict[str, dict[str, Any]], **overrides: Any) -> RunningServer:
         config = write_config(tmp_path / "mcp.json", servers)
         return start_server(mcp_config=config, **overrides)
 
-    yield start
+    return start
 
 
 @pytest.fixture
