@@ -603,7 +603,9 @@ function buildToolCard(call) {
   const card = h('details',
     { class: 'tool-card', testid: 'tool-card', 'data-call-id': call.call_id, 'data-state': 'running' },
     h('summary', {},
-      h('span', { class: 'tool-label' }, 'Tool'),
+      h('span', { class: 'tool-label' }, call.server ? 'MCP' : 'Tool'),
+      // An MCP tool's card names its server (`tool.call.server`, absent for built-in tools).
+      call.server ? h('span', { class: 'tool-server', testid: 'tool-server' }, call.server) : null,
       h('span', { class: 'tool-name' }, call.name || 'unknown'),
       h('span', { class: 'tool-preview' }, preview.length > 60 ? `${preview.slice(0, 59)}…` : preview),
       h('span', { class: 'tool-state' }, 'running…')),

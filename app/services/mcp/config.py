@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -22,7 +22,7 @@ class _ServerBase(BaseModel):
 
     tools: list[str] | None = Field(default=None, description="Only these tools are offered.")
     timeout: float | None = Field(default=None, gt=0, le=3600)
-    require_approval: bool | list[str] = Field(default=False, alias="requireApproval")
+    require_approval: StrictBool | list[str] = Field(default=False, alias="requireApproval")
     forward_credentials: bool = Field(default=False, alias="forwardCredentials")
     # Some files mark a server `"disabled": true` instead of deleting it.
     disabled: bool = False
