@@ -64,7 +64,9 @@ class McpTool:
             self.metrics.observe_mcp_call(self.server, self.remote_name, ok=ok, seconds=elapsed)
 
     def _meta(self, context: ToolContext) -> types.RequestParamsMeta:
-        meta: dict[str, Any] = {META_SESSION_ID: context.session_id, META_OWNER: context.owner}
+        meta: dict[str, Any] = {META_SESSION_ID: context.session_id}
+        if context.owner is not None:
+            meta[META_OWNER] = context.owner
         if self.link.config.forward_credentials and context.credentials is not None:
             meta[META_CREDENTIALS] = context.credentials
         return cast(types.RequestParamsMeta, meta)

@@ -54,7 +54,7 @@ def test_a_wrong_file_stops_the_start_naming_it(
 
 def test_a_missing_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCP_CONFIG", str(tmp_path / "nowhere.json"))
-    with pytest.raises(SettingsError, match="nowhere.json: cannot be read"):
+    with pytest.raises(SettingsError, match=r"nowhere\.json: cannot be read"):
         load_settings()
 
 
