@@ -31,8 +31,17 @@ def time_server(**options: Any) -> dict[str, Any]:
     return {"command": sys.executable, "args": ["-m", "mcp_server_time"], **options}
 
 
+def _require_everything() -> None:
+    if not EVERYTHING_JS.exists():
+        raise RuntimeError(
+            "the everything MCP server is not installed: run scripts/test-services.sh "
+            "(or `npm ci` in tests/mcp/servers)"
+        )
+
+
 def everything_stdio(**options: Any) -> dict[str, Any]:
     """The everything server over stdio."""
+    _require_everything()
     return {"command": "node", "args": [str(EVERYTHING_JS), "stdio"], **options}
 
 
@@ -79,6 +88,7 @@ def is_alive(pid: int) -> bool:
 @contextmanager
 def everything_http() -> Iterator[str]:
     """The everything server in streamable-HTTP mode on a free loopback port; its MCP URL."""
+    _require_everything()
     port = free_port()
     process = subprocess.Popen(
         ["node", str(EVERYTHING_JS), "streamableHttp"],

@@ -261,3 +261,29 @@ async def test_calls_are_counted_per_server_and_tool(
     labels = 'server="time",tool="get_current_time"'  # the client sorts them after `outcome`
     assert f'chat_mcp_tool_call_seconds_count{{outcome="ok",{labels}}} 1.0' in metrics
     assert f'chat_mcp_tool_call_seconds_count{{outcome="error",{labels}}} 1.0' in metrics
+
+
+async def test_a_hung_server_times_out_then_is_restarted(
+    start_with_mcp: Any, fake_groq: FakeGroq
+) -> None:
+    server = start_with_mcp({"everything": everything_stdio(timeout=1)})
+    await wait_ready(server, "everything")
+    [child] = _everything_children()
+    os.kill(child, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        fake_groq.script(
+            tool_call_reply(("everything__echo", {"message": "anyone?"})), text_reply("no")
+        )
+        async with server.connect() as client:
+            await client.ready()
+            frames = await client.ask("echo")
+        [result] = [frame for frame in frames if frame["type"] == "tool.result"]
+        assert result["ok"] is False
+        assert result["error"] == "timed out after 1 s"
+        # A stopped process cannot close its pipes: only the check after the timeout, which it
+        # does not answer either, can find it hung; it is killed and started anew.
+        await wait_ready(server, "everything", restarts=1)
+        assert not is_alive(child)
+    finally:
+        if is_alive(child):
+            os.kill(child, signal.SIGKILL)
