@@ -9,32 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import mcp_types as types
 from mcp import Client
-from mcp.client import InputRequiredRoundsExceededError
-from mcp.client._transport import Transport, TransportStreams
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
+from mcp.client import InputRequiredRoundsExceededError, Transport
 from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.shared.message import SessionMessage
 from mcp_types.jsonrpc import CONNECTION_CLOSED
 from pydantic import ValidationError
 
-from app.services.mcp import launcher
-from app.services.mcp.config import HttpServerConfig, ServerConfig, StdioServerConfig
+from app.services.mcp.config import ServerConfig
+from app.services.mcp.transports import server_transport
 from app.services.tools.registry import ToolError
 
 log = logging.getLogger(__name__)
@@ -233,11 +223,7 @@ class McpServerLink:
     # ------------------------------------------------------------------ transports
 
     def _transport(self) -> Transport:
-        if isinstance(self.config, StdioServerConfig):
-            streams = stdio_client(_launched(self.config))
-        else:
-            streams = _http_streams(self.config)
-        return _Watched(streams, on_end=lambda: self._break("the connection closed"))
+        return server_transport(self.config, on_end=lambda: self._break("the connection closed"))
 
     # ------------------------------------------------------------------ calls
 
@@ -270,86 +256,6 @@ class McpServerLink:
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
             self._break(_describe(e))
             raise ToolError(f"MCP server {self.name!r} cannot be reached; retrying") from e
-
-
-def _launched(config: StdioServerConfig) -> StdioServerParameters:
-    """The server's command behind the launcher, so the child dies with this process."""
-    # Found here, so that a wrong command is named in `/readyz`, not "connection closed".
-    search_path = config.env.get("PATH", os.environ.get("PATH"))
-    cwd = config.cwd or os.getcwd()
-    command = config.command
-    if os.sep not in command and shutil.which(command, path=search_path) is None:
-        raise FileNotFoundError(f"command not found: {command!r}")
-    if os.sep in command and not os.access(os.path.join(cwd, command), os.X_OK):
-        raise FileNotFoundError(f"not an executable file: {command!r}")
-    return StdioServerParameters(
-        command=sys.executable,
-        args=[launcher.__file__, str(os.getpid()), config.command, *config.args],
-        env=config.env,
-        cwd=config.cwd,
-    )
-
-
-@asynccontextmanager
-async def _http_streams(config: HttpServerConfig) -> AsyncIterator[TransportStreams]:
-    async with (
-        create_mcp_http_client(headers=config.headers) as http,
-        streamable_http_client(config.url, http_client=http) as streams,
-    ):
-        yield streams
-
-
-class _Watched:
-    """A transport whose read side tells when it ends: a stdio server that exits while idle
-    is restarted at once, not at the next call."""
-
-    def __init__(self, inner: Transport, *, on_end: Callable[[], None]) -> None:
-        self._inner = inner
-        self._on_end = on_end
-
-    async def __aenter__(self) -> TransportStreams:
-        read, write = await self._inner.__aenter__()
-        return _WatchedRead(read, self._on_end), write
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
-        return await self._inner.__aexit__(exc_type, exc, traceback)
-
-
-class _WatchedRead:
-    def __init__(self, inner: Any, on_end: Callable[[], None]) -> None:
-        self._inner = inner
-        self._on_end = on_end
-
-    async def receive(self) -> SessionMessage | Exception:
-        try:
-            item: SessionMessage | Exception = await self._inner.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self._on_end()
-            raise
-        return item
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> SessionMessage | Exception:
-        try:
-            return await self.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 def _describe(error: BaseException) -> str:
