@@ -88,20 +88,9 @@ def is_alive(pid: int) -> bool:
 @contextmanager
 def everything_http() -> Iterator[str]:
     """The everything server in streamable-HTTP mode on a free loopback port; its MCP URL."""
-    _require_everything()
     port = free_port()
-    process = subprocess.Popen(
-        ["node", str(EVERYTHING_JS), "streamableHttp"],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, process)
+    with everything_http_on(port):
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -120,3 +109,21 @@ def probe_server(**options: Any) -> dict[str, Any]:
     """The tests' own small server (`mcp_probe_server.py`): `_meta` and a changing tool list."""
     script = Path(__file__).with_name("mcp_probe_server.py")
     return {"command": sys.executable, "args": [str(script)], **options}
+
+
+@contextmanager
+def everything_http_on(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """The everything server in streamable-HTTP mode on `port`; its process."""
+    _require_everything()
+    process = subprocess.Popen(
+        ["node", str(EVERYTHING_JS), "streamableHttp"],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process)
+        yield process
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)

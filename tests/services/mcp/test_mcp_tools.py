@@ -19,12 +19,13 @@ from tests.support.mcp_servers import (
     children_of,
     command_line,
     everything_http,
+    everything_http_on,
     everything_stdio,
     is_alive,
     time_server,
     write_config,
 )
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, free_port
 from tests.support.waiting import wait_until
 
 # A server's start (Node, or a Python interpreter importing the SDK) on a loaded machine.
@@ -287,3 +288,32 @@ async def test_a_hung_server_times_out_then_is_restarted(
     finally:
         if is_alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+async def test_an_http_server_that_goes_away_is_an_error_then_reached_again(
+    start_with_mcp: Any, fake_groq: FakeGroq
+) -> None:
+    port = free_port()
+    with everything_http_on(port):
+        server = start_with_mcp({"web": {"url": f"http://127.0.0.1:{port}/mcp", "timeout": 2}})
+        await wait_ready(server, "web")
+    # Gone: a call fails and tells the model; the server shows degraded meanwhile.
+    fake_groq.script(tool_call_reply(("web__echo", {"message": "hello?"})), text_reply("down"))
+    async with server.connect() as client:
+        await client.ready()
+        frames = await client.ask("echo")
+    [result] = [frame for frame in frames if frame["type"] == "tool.result"]
+    assert result["ok"] is False
+    assert "MCP server 'web'" in result["error"]
+
+    async def degraded() -> bool:
+        return bool((await _mcp_health(server))["web"]["state"] == "degraded")
+
+    await wait_until(degraded, 10, what="the HTTP server shown degraded")
+    with everything_http_on(port):
+        await wait_ready(server, "web", restarts=1)
+        fake_groq.script(tool_call_reply(("web__echo", {"message": "back"})), text_reply("up"))
+        async with server.connect() as client:
+            await client.ready()
+            frames = await client.ask("echo")
+    assert _by_name(frames, "tool.result")["web__echo"]["result"] == "Echo: back"
