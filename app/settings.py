@@ -306,7 +306,10 @@ class Settings(BaseSettings):
             self.otel_exporter_otlp_headers,
             *self.api_keys,
         ]
-        return [secret.get_secret_value() for secret in secrets if secret is not None]
+        values = [secret.get_secret_value() for secret in secrets if secret is not None]
+        if self.mcp_config is not None:
+            values += self.mcp_config.secret_values()
+        return values
 
     def sqlite_path(self) -> str:
         """The SQLite file in use (`:memory:` stays as it is); the default without DATABASE_URL."""

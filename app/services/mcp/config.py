@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SECRET_NAME = re.compile(r"auth|token|key|secret|password|cookie|credential", re.IGNORECASE)
 
 
 class _ServerBase(BaseModel):
@@ -90,6 +91,15 @@ class McpConfig(BaseModel):
 
     def enabled(self) -> dict[str, ServerConfig]:
         return {name: server for name, server in self.servers.items() if not server.disabled}
+
+    def secret_values(self) -> list[str]:
+        """Values of headers and environment variables whose names say they are secret (tokens,
+        keys, passwords), so that logging can redact them."""
+        values: list[str] = []
+        for server in self.servers.values():
+            named = server.headers if isinstance(server, HttpServerConfig) else server.env
+            values += [value for key, value in named.items() if _SECRET_NAME.search(key)]
+        return [value for value in values if value]
 
 
 def _with_kind(server: object) -> object:

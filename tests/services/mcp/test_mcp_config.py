@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.services.mcp.config import HttpServerConfig, StdioServerConfig, load_mcp_config
-from app.settings import SettingsError, load_settings
+from app.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -69,3 +69,15 @@ def test_type_fields_and_disabled_servers_are_understood(tmp_path: Path) -> None
     config = load_mcp_config(str(path))
     assert isinstance(config.servers["b"], HttpServerConfig)
     assert list(config.enabled()) == ["a", "b"]
+
+
+def test_secret_headers_and_env_values_are_redacted_in_logs(tmp_path: Path) -> None:
+    path = tmp_path / "mcp.json"
+    servers = {
+        "a": {"command": "x", "env": {"API_KEY": "k-123", "TZ": "UTC"}},
+        "b": {"url": "http://127.0.0.1:1/mcp", "headers": {"Authorization": "Bearer t-456"}},
+    }
+    path.write_text(json.dumps({"mcpServers": servers}))
+    settings = Settings(_env_file=None, mcp_config=str(path))
+    assert {"k-123", "Bearer t-456"} <= set(settings.secret_values())
+    assert "UTC" not in settings.secret_values()
