@@ -33,6 +33,9 @@ _RESTART_FIRST_S = 0.2
 _RESTART_MAX_S = 30.0
 # Starting a server and listing its tools; a server slower than this is retried.
 _CONNECT_TIMEOUT_S = 30.0
+# A server that does not list its tools within its call timeout, and at least this, is hung: a
+# short call timeout must not turn a busy machine's slow answer into a restart.
+_HUNG_AFTER_S = 2.0
 _CLIENT_INFO = types.Implementation(name="realtime-conversations", version="1.0.0")
 
 
@@ -167,11 +170,11 @@ class McpServerLink:
 
     async def _check(self, client: Client) -> None:
         """After a listing change (or a call that timed out): list again; a server that does
-        not answer within its call timeout is hung and is restarted."""
+        not answer within its call timeout (at least `_HUNG_AFTER_S`) is hung: restarted."""
         hung_check = self._probe
         self._probe = self._relist = False
         try:
-            async with asyncio.timeout(self.call_timeout_s):
+            async with asyncio.timeout(max(self.call_timeout_s, _HUNG_AFTER_S)):
                 await self._list_tools(client)
         except TimeoutError as e:
             if hung_check:
