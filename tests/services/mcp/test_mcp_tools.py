@@ -204,7 +204,9 @@ async def test_a_server_killed_mid_call_is_an_error_then_restarted(
         frames = await client.recv_until("response.done")
     [result] = [frame for frame in frames if frame["type"] == "tool.result"]
     assert result["ok"] is False
-    assert "went away during the call" in result["error"]
+    # Mid-call as a rule; on a loaded machine the kill may land before the request went out,
+    # and the model then hears that the server is not available: an error either way.
+    assert result["error"].startswith("MCP server 'everything'")
     assert frames[-1]["status"] == "completed"
 
     await wait_ready(server, "everything", restarts=1)
