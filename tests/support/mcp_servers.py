@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.support.server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -127,3 +129,9 @@ def everything_http_on(port: int) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
+
+
+def loopback_http(base_url: str = "") -> httpx.AsyncClient:
+    """An HTTP client for our server on loopback: plain HTTP, so no TLS context (building one
+    loads the CA bundle, about 100 ms of CPU on the test's event loop, which the guards catch)."""
+    return httpx.AsyncClient(base_url=base_url, trust_env=False, verify=False)

@@ -8,6 +8,7 @@ once, into `ToolError`s the model sees and into the link's state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp import Client
-from mcp.client import InputRequiredRoundsExceededError, Transport
-from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
+from mcp.client import InputRequiredRoundsExceededError
+from mcp.client.subscriptions import ListenNotSupportedError
 from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import CONNECTION_CLOSED
 from pydantic import ValidationError
@@ -82,6 +83,7 @@ class McpServerLink:
         self._broken = False
         self._relist = False
         self._probe = False
+        self._was_ready = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -94,14 +96,16 @@ class McpServerLink:
         """Connect, serve until the server breaks, wait, connect again; until `stop()`."""
         delay = _RESTART_FIRST_S
         while not self._stopping.is_set():
-            served = False
+            self._was_ready = False
             try:
-                served = await self._serve()
+                await self._serve()
             except Exception as e:  # every failure of a server is the server's: retry it
                 self._set_down(_describe(e))
             if self._stopping.is_set():
                 break
-            delay = _RESTART_FIRST_S if served else delay
+            # A server that worked and then broke is restarted soon; one that keeps failing
+            # to start is tried less and less often.
+            delay = _RESTART_FIRST_S if self._was_ready else delay
             log.warning(
                 "MCP server %s is down (%s); restarting in %.1f s",
                 self.name,
@@ -120,18 +124,17 @@ class McpServerLink:
         except TimeoutError:
             pass
 
-    async def _serve(self) -> bool:
-        """One connection, until it breaks or the app stops; whether it became ready."""
+    async def _serve(self) -> None:
+        """One connection, until it breaks (raises) or the app stops (returns)."""
         self._broken = self._relist = self._probe = False
-        async with Client(
-            self._transport(),
-            message_handler=self._on_message,
-            client_info=_CLIENT_INFO,
-            cache=None,  # a listing must be the server's current one
-        ) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            # The handshake and the first listing are bounded: a server that hangs at start
+            # is retried like one that fails.
             async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                client = await stack.enter_async_context(self._client_for_server())
                 await self._list_tools(client)
             self._client = client
+            self._was_ready = True
             self.health.state = LinkState.READY
             self.health.last_error = None
             log.info("MCP server %s ready: %d tools", self.name, len(self.tools))
@@ -144,7 +147,14 @@ class McpServerLink:
                 self._client = None
                 listener.cancel()
                 await asyncio.wait([listener])
-        return True
+
+    def _client_for_server(self) -> Client:
+        return Client(
+            server_transport(self.config, on_end=lambda: self._break("the connection closed")),
+            message_handler=self._on_message,
+            client_info=_CLIENT_INFO,
+            cache=None,  # a listing must be the server's current one
+        )
 
     async def _listen(self, client: Client) -> None:
         try:
@@ -153,8 +163,8 @@ class McpServerLink:
                     self._tools_list_changed()
         except ListenNotSupportedError:
             return
-        except (MCPError, SubscriptionLost) as e:
-            # The server may simply not offer the stream; a broken connection shows elsewhere.
+        except Exception as e:  # the SDK's, whatever it is: a broken connection shows elsewhere
+            # The server may simply not offer the stream (MCPError, SubscriptionLost).
             log.info("MCP server %s: no tool change stream (%s)", self.name, _describe(e))
 
     async def _watch(self, client: Client) -> None:
@@ -222,11 +232,6 @@ class McpServerLink:
             self._set_down(reason)
         self._broken = True
         self._wake.set()
-
-    # ------------------------------------------------------------------ transports
-
-    def _transport(self) -> Transport:
-        return server_transport(self.config, on_end=lambda: self._break("the connection closed"))
 
     # ------------------------------------------------------------------ calls
 

@@ -6,14 +6,13 @@ import os
 import signal
 from pathlib import Path
 
-import httpx
-
 from tests.fakes.groq_server import FakeGroq
 from tests.support.mcp_servers import (
     children_of,
     command_line,
     everything_stdio,
     is_alive,
+    loopback_http,
     time_server,
     write_config,
 )
@@ -36,7 +35,7 @@ async def _start_with_children(
     url = f"http://127.0.0.1:{server.port}/readyz"
 
     async def both_ready() -> bool:
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with loopback_http() as http:
             health = (await http.get(url)).json()["mcp_servers"]
         return all(state["state"] == "ready" for state in health.values())
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import StartServer
@@ -22,6 +21,7 @@ from tests.support.mcp_servers import (
     everything_http_on,
     everything_stdio,
     is_alive,
+    loopback_http,
     time_server,
     write_config,
 )
@@ -33,7 +33,7 @@ _READY_TIMEOUT_S = 20.0
 
 
 async def _mcp_health(server: RunningServer) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as http:
+    async with loopback_http(server.http_url) as http:
         response = await http.get("/readyz")
     health: dict[str, Any] = response.json()["mcp_servers"]
     return health
@@ -130,7 +130,7 @@ def _session_id(client: Any) -> str:
 
 
 async def _stored_events(server: RunningServer, session_id: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as http:
+    async with loopback_http(server.http_url) as http:
         response = await http.get(f"/api/sessions/{session_id}/events")
     events: list[dict[str, Any]] = response.json()["events"]
     return events
@@ -228,7 +228,7 @@ async def test_a_server_that_fails_at_start_does_not_stop_the_app(
     health = await wait_ready(server, "time")
     assert health["broken"]["state"] == "degraded"
     assert "no-such-mcp-server-binary" in health["broken"]["last_error"]
-    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as http:
+    async with loopback_http(server.http_url) as http:
         ready = await http.get("/readyz")
         metrics = (await http.get("/metrics")).text
     assert ready.status_code == 200  # the store decides readiness; the details tell the rest
@@ -259,7 +259,7 @@ async def test_calls_are_counted_per_server_and_tool(
     async with server.connect() as client:
         await client.ready()
         await client.ask("time?")
-    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as http:
+    async with loopback_http(server.http_url) as http:
         metrics = (await http.get("/metrics")).text
     labels = 'server="time",tool="get_current_time"'  # the client sorts them after `outcome`
     assert f'chat_mcp_tool_call_seconds_count{{outcome="ok",{labels}}} 1.0' in metrics
