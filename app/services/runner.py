@@ -40,6 +40,7 @@ from app.services.llm.base import (
     ToolCallRequest,
     ToolDefinition,
 )
+from app.services.mcp.source import mcp_origin
 from app.services.metrics import Metrics
 from app.services.storable import storable_json, storable_text
 from app.services.tools import ToolContext, ToolError, ToolRegistry
@@ -328,7 +329,7 @@ class ResponseRunner:
             arguments=call.arguments,
             session_id=self._host.session_id,
             owner=self._owner,
-            mcp=None,  # a tool from an MCP server: its `McpOrigin`
+            mcp=mcp_origin(self._tools.get(call.name)),
         ) as span:
             try:
                 result = await self._call_tool(call)

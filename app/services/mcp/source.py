@@ -7,18 +7,20 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import jsonschema
 import mcp_types as types
 from pydantic import JsonValue
 
 from app.services.llm.base import ToolDefinition
-from app.services.mcp.config import McpConfig
+from app.services.mcp.config import HttpServerConfig, McpConfig
 from app.services.mcp.link import LinkState, McpServerLink
 from app.services.mcp.names import model_names
 from app.services.mcp.results import tool_result
 from app.services.metrics import Metrics
-from app.services.tools.registry import ToolContext, ToolError
+from app.services.tools.registry import Tool, ToolContext, ToolError
+from app.services.tracing import McpOrigin
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,17 @@ class McpTool:
         if self.link.config.forward_credentials and context.credentials is not None:
             meta[META_CREDENTIALS] = context.credentials
         return cast(types.RequestParamsMeta, meta)
+
+
+def mcp_origin(tool: Tool | None) -> McpOrigin | None:
+    """Where a tool runs, for its trace span, when it is an MCP server's (None otherwise)."""
+    if not isinstance(tool, McpTool):
+        return None
+    config = tool.link.config
+    if isinstance(config, HttpServerConfig):
+        url = urlsplit(config.url)
+        return McpOrigin(server_address=url.hostname or config.url, server_port=url.port)
+    return McpOrigin(server_address=tool.server)  # stdio: a local child, known by its name
 
 
 def _check_arguments(arguments: Mapping[str, JsonValue], schema: dict[str, JsonValue]) -> None:
