@@ -3,15 +3,21 @@ the servers' input schemas passed to the model as given: on the real servers' to
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+from app.services.mcp.config import load_mcp_config
 from app.services.mcp.names import model_names
+from app.services.mcp.source import McpToolSource
+from app.services.metrics import Metrics
+from app.services.tools import DEFAULT_TOOLS, ToolRegistry
 from tests.conftest import StartServer
 from tests.fakes.groq_server import FakeGroq, text_reply
 from tests.services.mcp.test_mcp_tools import wait_ready
@@ -35,8 +41,7 @@ def test_names_follow_the_rule_and_do_not_depend_on_order() -> None:
 
 
 async def _listed(parameters: StdioServerParameters) -> dict[str, dict[str, Any]]:
-    async with Client(parameters, cache=None) as client:
-        return {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+    return {tool.name: tool.input_schema for tool in await _listed_tools(parameters)}
 
 
 async def test_the_model_gets_the_real_servers_tools_named_and_their_schemas_as_given(
@@ -61,9 +66,7 @@ async def test_the_model_gets_the_real_servers_tools_named_and_their_schemas_as_
     everything = await _listed(
         StdioServerParameters(command="node", args=[str(EVERYTHING_JS), "stdio"])
     )
-    time = await _listed(
-        StdioServerParameters(command=sys.executable, args=["-m", "mcp_server_time"])
-    )
+    time = await _listed(TIME)
     for name, schema in everything.items():
         if name == "simulate-research-query":
             continue  # runs only as an MCP task: not offered
@@ -79,3 +82,42 @@ async def test_the_model_gets_the_real_servers_tools_named_and_their_schemas_as_
     assert offered[long_name]["parameters"] == time["get_current_time"]
     # Built-in tools are still there, under their own names.
     assert {"calculate", "get_current_time", "fetch_user_profile"} <= set(offered)
+
+
+async def test_require_approval_is_kept_on_each_tool_of_a_real_list(tmp_path: Path) -> None:
+    path = tmp_path / "mcp.json"
+    servers = {
+        "time": time_server(),
+        "strict": time_server(requireApproval=True),
+        "some": time_server(requireApproval=["convert_time"]),
+    }
+    path.write_text(json.dumps({"mcpServers": servers}))
+    source = McpToolSource(load_mcp_config(str(path)), call_timeout_s=5, metrics=Metrics())
+    listed = await _listed_tools(TIME)
+    for link in source.links:  # as if each had just listed its tools
+        link.tools = listed
+    registry = ToolRegistry(DEFAULT_TOOLS, sources=[source])
+    approval = {
+        name: tool.requires_approval
+        for name in registry.names
+        if (tool := registry.get(name)) is not None and tool.server is not None
+    }
+    assert approval == {
+        "time__get_current_time": False,
+        "time__convert_time": False,
+        "strict__get_current_time": True,
+        "strict__convert_time": True,
+        "some__get_current_time": False,
+        "some__convert_time": True,
+    }
+    builtin = registry.get("calculate")
+    assert builtin is not None
+    assert builtin.requires_approval is False
+
+
+TIME = StdioServerParameters(command=sys.executable, args=["-m", "mcp_server_time"])
+
+
+async def _listed_tools(parameters: StdioServerParameters) -> list[types.Tool]:
+    async with Client(parameters, cache=None) as client:
+        return (await client.list_tools()).tools

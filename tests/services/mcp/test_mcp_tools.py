@@ -88,6 +88,8 @@ async def test_the_model_calls_tools_of_stdio_and_http_servers(
             ("web__echo", {"message": "over HTTP"}),
             ("everything__get-structured-content", {"location": "Chicago"}),
             ("everything__get-tiny-image", {}),
+            ("everything__get-resource-reference", {"resourceType": "Blob", "resourceId": 2}),
+            ("everything__get-resource-links", {"count": 1}),
         ),
         text_reply("done"),
     )
@@ -112,11 +114,14 @@ async def test_the_model_calls_tools_of_stdio_and_http_servers(
     image = results["everything__get-tiny-image"]["result"]
     assert "[image not shown: image/png" in image
     assert "iVBOR" not in image
+    blob = results["everything__get-resource-reference"]["result"]
+    assert "[binary resource not shown: demo://resource/dynamic/blob/2" in blob
+    assert "[resource link: demo://" in results["everything__get-resource-links"]["result"]
     # The model heard each result, and every call and result is stored like a built-in one.
     tool_messages = [m for m in fake_groq.requests[1].body["messages"] if m["role"] == "tool"]
-    assert len(tool_messages) == 5
+    assert len(tool_messages) == 7
     stored = await _stored_events(server, _session_id(client))
-    assert [e["type"] for e in stored].count("tool.call") == 5
+    assert [e["type"] for e in stored].count("tool.call") == 7
     assert (
         next(e for e in stored if e["type"] == "tool.call" and e["name"] == "web__echo")["server"]
         == "web"
