@@ -68,7 +68,6 @@ class McpConfig(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
-    path: str = ""
     servers: dict[str, ServerConfig] = Field(default_factory=dict, alias="mcpServers")
 
     @field_validator("servers", mode="before")
@@ -126,7 +125,7 @@ def load_mcp_config(path: str) -> McpConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("mcpServers"), dict):
         raise McpConfigError(f'{path}: expected an object {{"mcpServers": {{...}}}}')
     try:
-        return McpConfig.model_validate({**raw, "path": path})
+        return McpConfig.model_validate(raw)
     except ValidationError as e:
         raise McpConfigError(f"{path}: {_short_errors(e)}") from e
 
