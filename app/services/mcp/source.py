@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -21,8 +20,6 @@ from app.services.mcp.results import tool_result
 from app.services.metrics import Metrics
 from app.services.tools.registry import Tool, ToolContext, ToolError
 from app.services.tracing import McpOrigin
-
-log = logging.getLogger(__name__)
 
 # The runner's own bound on an MCP call is a backstop just past the link's: the link's timeout
 # fires first, so that it can check whether the server hangs.
