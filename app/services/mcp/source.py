@@ -14,7 +14,7 @@ from pydantic import JsonValue
 
 from app.services.llm.base import ToolDefinition
 from app.services.mcp.config import HttpServerConfig, McpConfig
-from app.services.mcp.link import LinkState, McpServerLink
+from app.services.mcp.link import McpServerLink
 from app.services.mcp.names import model_names
 from app.services.mcp.results import tool_result
 from app.services.metrics import Metrics
@@ -169,7 +169,3 @@ class McpToolSource:
             | ({"last_error": link.health.last_error} if link.health.last_error else {})
             for link in self.links
         }
-
-    @property
-    def degraded(self) -> list[str]:
-        return [link.name for link in self.links if link.health.state is not LinkState.READY]
