@@ -188,7 +188,12 @@ async def test_a_slow_tool_times_out_and_the_server_stays(
 
 
 def _everything_children() -> list[int]:
-    return [pid for pid in children_of(os.getpid()) if "server-everything" in command_line(pid)]
+    """The live stdio everything servers this process (its server threads) started."""
+    return [
+        pid
+        for pid in children_of(os.getpid())
+        if is_alive(pid) and command_line(pid).endswith("server-everything/dist/index.js stdio ")
+    ]
 
 
 async def test_a_server_killed_mid_call_is_an_error_then_restarted(
