@@ -181,12 +181,22 @@ stored_event_adapter: TypeAdapter[StoredEvent] = TypeAdapter(StoredEvent)
 # ---------------------------------------------------------------- server -> client
 
 
+class LiveResponse(_Frame):
+    """Version 1.1: the response running when a client joins, as far as it got."""
+
+    response_id: str
+    # The answer text streamed so far: this plus the deltas that follow is `response.done.text`.
+    text: str
+
+
 class SessionReady(_Frame):
     type: Literal["session.ready"] = "session.ready"
     session_id: str
     resumed: bool
     events: list[StoredEvent]
     model: str
+    # Version 1.1: the running response a resume joins, or null when none runs.
+    live_response: LiveResponse | None = None
 
 
 class ResponseStarted(_Frame):
@@ -246,6 +256,28 @@ ServerFrame = (
     | ResponseDone
     | ErrorFrame
     | Pong
+)
+
+
+# The frames of one response, from its start to its `response.done` (what a joining client
+# is sent live, and what goes on the message bus between instances).
+ResponseFrame = Annotated[
+    ResponseStarted
+    | ResponseDelta
+    | ResponseWaiting
+    | ToolCallEvent
+    | ToolResultEvent
+    | ResponseDone,
+    Field(discriminator="type"),
+]
+response_frame_adapter: TypeAdapter[ResponseFrame] = TypeAdapter(ResponseFrame)
+RESPONSE_FRAME_TYPES = (
+    ResponseStarted,
+    ResponseDelta,
+    ResponseWaiting,
+    ToolCallEvent,
+    ToolResultEvent,
+    ResponseDone,
 )
 
 

@@ -248,6 +248,10 @@ class LeaseRepository(Protocol):
         """The client left; a resume elsewhere waits for the release instead of being refused."""
         ...
 
+    async def mark_live(self, lease: Lease) -> None:
+        """A client joined the holding's running response: a resume elsewhere is refused."""
+        ...
+
     async def renew(self, leases: Sequence[Lease], *, ttl_s: float) -> set[str]:
         """Extend these holdings by `ttl_s`; the session ids whose holding still stands."""
         ...

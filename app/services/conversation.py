@@ -19,13 +19,16 @@ from typing import Protocol, assert_never
 
 from app.database.base import EventRow, Lease, SessionRecord, Store, StoreError, WriteRefused
 from app.protocol import (
+    RESPONSE_FRAME_TYPES,
     ClientFrame,
     ErrorCode,
     ErrorFrame,
+    LiveResponse,
     PingIn,
     Pong,
     ResponseCancelIn,
     ServerFrame,
+    SessionReady,
     StoredEvent,
     UserMessageEvent,
     UserMessageIn,
@@ -34,6 +37,7 @@ from app.services.context import ContextBudget, ContextTooSmall, RollingSummary
 from app.services.event_writer import EventWriter
 from app.services.llm.base import ChatMessage, LLMError, LLMProvider, ToolDefinition
 from app.services.metrics import Metrics
+from app.services.response_feed import LiveResponses, ResponseFeed
 from app.services.runner import ResponseConfig, ResponseRunner
 from app.services.storable import unstorable
 from app.services.summaries import Summarizer
@@ -45,7 +49,9 @@ log = logging.getLogger(__name__)
 
 
 class FrameSink(Protocol):
-    """Where a conversation's frames go; sending after the client left is a silent no-op."""
+    """Where a conversation's frames go; sending after the client left is a silent no-op.
+    Frames go out in the order `send` is called (a joining client's `session.ready` is sent
+    before any frame of the response it joins)."""
 
     async def send(self, frame: ServerFrame) -> None: ...
 
@@ -56,7 +62,7 @@ class FrameSink(Protocol):
 
 class ConversationState(Enum):
     OPEN = "open"  # a client is attached
-    DETACHED = "detached"  # the client left; a response may still be finishing
+    DETACHED = "detached"  # the client left; a response may still be finishing (and be joined)
     CLOSED = "closed"  # torn down: nothing runs, everything is stored
 
 
@@ -73,6 +79,7 @@ class ConversationDeps:
     summarizer: Summarizer
     metrics: Metrics
     supervisor: TaskSupervisor
+    live: LiveResponses
     max_message_chars: int
     commit_timeout_s: float
     tracing: Tracing
@@ -107,6 +114,7 @@ class _Tasks:
     """The conversation's own tasks: the response, and the message being stored."""
 
     runner: ResponseRunner | None = None
+    feed: ResponseFeed | None = None
     response: asyncio.Task[None] | None = None
     storing: asyncio.Task[None] | None = None
     ending: asyncio.Task[None] | None = None
@@ -130,6 +138,9 @@ class Conversation:
         self.lease = lease
         self.state = ConversationState.OPEN
         self.closed = asyncio.Event()
+        # Grows with every client that joins: a teardown of an earlier connection stands down.
+        self.attachment = 0
+        self._joined = asyncio.Event()
         self._deps = deps
         self._sink: FrameSink | None = sink
         self._events = events
@@ -184,6 +195,15 @@ class Conversation:
         self._deps.writer.submit(EventRow(self.lease, event))
 
     async def send(self, frame: ServerFrame) -> None:
+        feed = self._tasks.feed
+        if (
+            feed is not None
+            and isinstance(frame, RESPONSE_FRAME_TYPES)
+            and frame.response_id == feed.response_id
+        ):
+            # Kept for joiners in the same step as it goes to the sink: a client that joins
+            # gets each frame once, in the snapshot or live.
+            feed.add(frame)
         if self._sink is not None:
             await self._sink.send(frame)
 
@@ -342,12 +362,18 @@ class Conversation:
             owner=self.session_record.owner,
         )
         self._tasks.runner = runner
+        self._tasks.feed = deps.live.start(
+            self.session_id, runner.response_id, cancel=self.cancel_response
+        )
         self._tasks.response = deps.supervisor.spawn(
-            self._respond(runner), name=f"response-{runner.response_id}"
+            self._respond(runner, self._tasks.feed), name=f"response-{runner.response_id}"
         )
 
-    async def _respond(self, runner: ResponseRunner) -> None:
-        await runner.run()
+    async def _respond(self, runner: ResponseRunner, feed: ResponseFeed) -> None:
+        try:
+            await runner.run()
+        finally:
+            self._deps.live.discard(feed)
         # After the first exchange the session gets a title, in the background.
         if self.session_record.title is None and runner.completed and not self._title_requested:
             self._title_requested = True
@@ -388,8 +414,54 @@ class Conversation:
     def detach(self) -> None:
         """The client is gone: keep running the response, send nothing more."""
         self._sink = None
+        self._joined.clear()
         if self.state is ConversationState.OPEN:
             self.state = ConversationState.DETACHED
+
+    @property
+    def joinable(self) -> bool:
+        """The client left while a response runs: a resume joins it live."""
+        feed = self._tasks.feed
+        return (
+            self.state is ConversationState.DETACHED
+            and self.responding
+            and feed is not None
+            and not feed.ended
+            and self._tasks.ending is None
+        )
+
+    def join(self, sink: FrameSink, *, after_seq: int, model: str) -> SessionReady:
+        """Attach a resuming client to the running response. The snapshot and the attach are
+        one synchronous step: every frame of the response is either in `live_response` and
+        `events`, or sent to `sink` after the returned `session.ready` (sent first by the
+        caller, with no await before it)."""
+        feed = self._tasks.feed
+        assert feed is not None
+        assert self.joinable
+        ready = SessionReady(
+            session_id=self.session_id,
+            resumed=True,
+            events=[event for event in self._events if event.seq > after_seq],
+            model=model,
+            live_response=LiveResponse(response_id=feed.response_id, text=feed.text),
+        )
+        self._sink = sink
+        self.state = ConversationState.OPEN
+        self.attachment += 1
+        self._joined.set()
+        return ready
+
+    async def wait_response_unless_joined(self, attachment: int) -> bool:
+        """Wait until no response runs, or a client joined after `attachment`: True if one did."""
+        ended = asyncio.ensure_future(self.wait_response())
+        joined = asyncio.ensure_future(self._joined.wait())
+        try:
+            await asyncio.wait([ended, joined], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (ended, joined):
+                task.cancel()
+            await asyncio.wait([ended, joined])
+        return self.attachment != attachment
 
     async def wait_response(self) -> None:
         """Return once no response runs and no message is being stored."""

@@ -18,6 +18,7 @@ from app.services.conversation import (
     FrameSink,
 )
 from app.services.leases import LeaseBusy, LeaseKeeper, SessionGone
+from app.services.response_feed import LiveResponses
 from app.services.summaries import Summarizer
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ class SessionHub:
         leases.set_on_lost(self._on_lost)
 
     @property
+    def live_responses(self) -> LiveResponses:
+        """The responses running here, for joining them (the service-level join API)."""
+        return self._deps.live
+
+    @property
     def draining(self) -> bool:
         return self._draining
 
@@ -152,6 +158,12 @@ class SessionHub:
         record = await self._deps.store.sessions.get(session_id) if session_id else None
         if session_id is None or record is None or not visible_to(record, owner):
             raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
+        previous = self._live.get(session_id)
+        if previous is not None and previous.joinable:
+            # No await from here to the caller's send of `session.ready`: see `join`.
+            ready = previous.join(sink, after_seq=after_seq, model=self._deps.provider.model)
+            self._deps.metrics.joins.labels(where="local").inc()
+            return previous, ready
         await self._wait_for_previous(session_id)
         self._claimed.add(session_id)
         try:
@@ -250,38 +262,50 @@ class SessionHub:
     # -- teardown ---------------------------------------------------------------------------
 
     def disconnect(self, conversation: Conversation) -> None:
-        """The client left: the response runs to its end, then the session is torn down."""
+        """The client left: the response runs to its end (a resume may join it meanwhile),
+        then the session is torn down."""
         conversation.detach()
         self._deps.supervisor.spawn(
-            self._tear_down(conversation), name=f"teardown-{conversation.session_id}"
+            self._tear_down(conversation, conversation.attachment),
+            name=f"teardown-{conversation.session_id}",
         )
 
-    async def _tear_down(self, conversation: Conversation) -> None:
-        session_id, lease = conversation.session_id, conversation.lease
+    async def _tear_down(self, conversation: Conversation, attachment: int) -> None:
+        lease = conversation.lease
         flushed = False
         try:
             await self._leases.mark_closing(lease)
-            await conversation.wait_response()
+            if await conversation.wait_response_unless_joined(attachment):
+                # A client joined the response: this teardown stands down (the joined
+                # connection's own disconnect tears down later).
+                if conversation.state is ConversationState.OPEN:
+                    await self._leases.mark_live(lease)
+                return
             await self._deps.writer.flush()
             flushed = True
         finally:
-            try:
-                # Even when shutdown cancels the teardown, the summary is marked pending, so
-                # an instance makes it. Marked before the release: a session without a lease
-                # never looks like one a dead instance left unsummarized.
-                if conversation.has_messages:
-                    await self._request_summary(session_id)
-            finally:
-                # Released before a local resume may proceed, so it never loses the new lease.
-                # Not while its events may still be queued (shutdown cut the flush short): they
-                # are spilled, and their replay needs the lease they were made under. It expires,
-                # or the next process in this slot frees it after the replay.
-                if flushed:
-                    await self._leases.release(lease)
-                    self._deps.writer.forget(lease)
-                if self._live.get(session_id) is conversation:
-                    del self._live[session_id]
-                conversation.mark_closed()
+            if conversation.attachment == attachment:
+                await self._finish_tear_down(conversation, flushed=flushed)
+
+    async def _finish_tear_down(self, conversation: Conversation, *, flushed: bool) -> None:
+        session_id, lease = conversation.session_id, conversation.lease
+        try:
+            # Even when shutdown cancels the teardown, the summary is marked pending, so
+            # an instance makes it. Marked before the release: a session without a lease
+            # never looks like one a dead instance left unsummarized.
+            if conversation.has_messages:
+                await self._request_summary(session_id)
+        finally:
+            # Released before a local resume may proceed, so it never loses the new lease.
+            # Not while its events may still be queued (shutdown cut the flush short): they
+            # are spilled, and their replay needs the lease they were made under. It expires,
+            # or the next process in this slot frees it after the replay.
+            if flushed:
+                await self._leases.release(lease)
+                self._deps.writer.forget(lease)
+            if self._live.get(session_id) is conversation:
+                del self._live[session_id]
+            conversation.mark_closed()
 
     async def _request_summary(self, session_id: str) -> None:
         try:

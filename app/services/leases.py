@@ -93,6 +93,13 @@ class LeaseKeeper:
         except StoreError as e:
             log.warning("could not mark the lease of %s closing: %s", lease.session_id, e)
 
+    async def mark_live(self, lease: Lease) -> None:
+        """A client joined the running response again; best effort, like `mark_closing`."""
+        try:
+            await self._leases.mark_live(lease)
+        except StoreError as e:
+            log.warning("could not mark the lease of %s live: %s", lease.session_id, e)
+
     async def release(self, lease: Lease) -> None:
         """End the holding; if the store is down it expires by itself within the TTL."""
         if self._held.get(lease.session_id) == lease:

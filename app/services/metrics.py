@@ -102,6 +102,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Joining a running response (docs/deployment.md): where joins were served, frames the
+        # message bus could not take.
+        self.joins = Counter(
+            "chat_response_joins",
+            "Resumes that joined a running response: here (local), through the bus (remote), "
+            "or by waiting for the stored result (fallback)",
+            ["where"],
+            registry=self.registry,
+        )
+        self.bus_dropped_frames = Counter(
+            "chat_bus_dropped_frames",
+            "Response frames not published to the message bus (its buffer was full or it failed)",
+            registry=self.registry,
+        )
+
     def observe_mcp_call(self, server: str, tool: str, *, ok: bool, seconds: float) -> None:
         outcome = "ok" if ok else "error"
         self.mcp_tool_calls.labels(server=server, tool=tool, outcome=outcome).observe(seconds)

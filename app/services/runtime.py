@@ -24,6 +24,7 @@ from app.services.llm import create_provider, summary_model
 from app.services.llm.base import LLMProvider
 from app.services.mcp.source import McpToolSource
 from app.services.metrics import Metrics
+from app.services.response_feed import LiveResponses
 from app.services.runner import ResponseConfig
 from app.services.sessions import SessionDirectory
 from app.services.spill import replay_spill, write_spill
@@ -156,6 +157,7 @@ async def _start(
         summarizer=summarizer,
         metrics=metrics,
         supervisor=supervisor,
+        live=LiveResponses(),
         max_message_chars=settings.max_message_chars,
         commit_timeout_s=settings.store_commit_timeout_s,
         tracing=tracing,

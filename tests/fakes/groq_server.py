@@ -129,6 +129,40 @@ class StreamEnd(Enum):
     STALL = "stall"  # nothing more is sent until the client goes away
 
 
+class Gate:
+    """Holds a :func:`gated_reply` at its gate until the test opens it (from any thread), so
+    "mid-answer" is a state the test controls, not a moment it times."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._opened = False
+        self._reached = threading.Event()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def open(self) -> None:
+        """Let every stream held at this gate go on (and any that reaches it later pass)."""
+        with self._lock:
+            self._opened = True
+            waiters, self._waiters = self._waiters, []
+        for loop, event in waiters:
+            loop.call_soon_threadsafe(event.set)
+
+    def wait_reached(self, timeout: float = 5.0) -> None:
+        """Block until a stream has sent everything before the gate."""
+        if not self._reached.wait(timeout):
+            raise AssertionError(f"no stream reached the gate within {timeout:g} s")
+
+    async def passed(self) -> None:
+        """On the fake's loop: return once the gate is open."""
+        event = asyncio.Event()
+        with self._lock:
+            self._reached.set()
+            if self._opened:
+                return
+            self._waiters.append((asyncio.get_running_loop(), event))
+        await event.wait()
+
+
 @dataclass(frozen=True)
 class StreamReply:
     """An HTTP 200 ``text/event-stream`` answer: an opening chunk, deltas, then ``end``."""
@@ -140,6 +174,8 @@ class StreamReply:
     usage: Usage = field(default_factory=Usage)
     error: Mapping[str, Any] | None = None
     delay_s: float = 0.0  # slept before each delta (not before the opening chunk)
+    gate: Gate | None = None  # held before delta number `gate_at` until the gate opens
+    gate_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -195,6 +231,19 @@ def text_reply(
 def hold_reply(*tokens: str, delay_s: float) -> StreamReply:
     """A slow :func:`text_reply`, for tests that close the stream while it is being sent."""
     return text_reply(*tokens, delay_s=delay_s)
+
+
+def gated_reply(*before: str, after: Sequence[str], gate: Gate) -> StreamReply:
+    """A :func:`text_reply` of ``before`` + ``after`` whose stream stops after ``before`` until
+    ``gate`` is opened (a client that leaves meanwhile ends it, as with any stream)."""
+    reply = text_reply(*before, *after)
+    return StreamReply(
+        opening_delta=reply.opening_delta,
+        deltas=reply.deltas,
+        usage=reply.usage,
+        gate=gate,
+        gate_at=len(before),
+    )
 
 
 def tool_call_reply(
@@ -581,6 +630,18 @@ class _ClientWatch:
             await asyncio.wait({self._read}, timeout=delay_s)
         return self.gone()
 
+    async def held_by(self, gate: Gate) -> bool:
+        """Wait until ``gate`` opens; False if the client left first."""
+        passed = asyncio.ensure_future(gate.passed())
+        await asyncio.wait({passed, self._read}, return_when=asyncio.FIRST_COMPLETED)
+        if not passed.done() and not self.gone():
+            await passed  # the client sent bytes (its next request) but is still there
+        if not passed.done():
+            passed.cancel()
+            await asyncio.wait({passed})
+            return False
+        return not self.gone()
+
     async def until_gone(self) -> None:
         """Wait, without limit, until the client leaves (``FakeGroq.stop`` cancels the wait)."""
         await asyncio.wait({self._read})
@@ -696,7 +757,11 @@ class _Connection:
         self, reply: StreamReply, chunks: _ChunkFactory, watch: _ClientWatch
     ) -> bool:
         """Send every event before the ending; False if the client left meanwhile."""
-        for delay_s, frame in _stream_frames(reply, chunks):
+        for index, (delay_s, frame) in enumerate(_stream_frames(reply, chunks)):
+            # Frame 0 is the opening chunk; delta number n is frame n + 1.
+            gated = reply.gate is not None and index == reply.gate_at + 1
+            if gated and reply.gate is not None and not await watch.held_by(reply.gate):
+                return False
             if await watch.left_during(delay_s):
                 return False
             try:

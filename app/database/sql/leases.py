@@ -57,6 +57,9 @@ class SqlLeases:
     async def mark_closing(self, lease: Lease) -> None:
         await self._update(lease, "state = 'closing'")
 
+    async def mark_live(self, lease: Lease) -> None:
+        await self._update(lease, "state = 'live'")
+
     async def release(self, lease: Lease) -> None:
         await self._update(lease, "state = 'free'")
 
