@@ -137,6 +137,17 @@ class Settings(BaseSettings):
     summary_retry_s: float = Field(default=5.0, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
 
+    # Several instances: the message bus that lets a resume on any instance join a response
+    # running on another (docs/deployment.md). Unset = joins work within one instance only.
+    redis_url: str | None = None
+    # Frames kept per running response in its Redis stream (one answer is a few thousand).
+    redis_stream_maxlen: int = Field(default=20_000, ge=100)
+    # How long a response's stream stays in Redis after the response ended.
+    redis_stream_ttl_s: float = Field(default=60.0, gt=0)
+    # Frames waiting to be published; when Redis is slow or down, more are dropped (and joins
+    # elsewhere wait for the stored result instead), never the running response slowed.
+    redis_buffer_max: int = Field(default=10_000, ge=1)
+
     # Auth
     auth_mode: Literal["none", "api_key", "supabase"] = "none"
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -178,6 +189,15 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("ALLOWED_HOSTS must name at least one host (or * for any)")
         return [_allowed_host(entry) for entry in value]
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None  # `REDIS_URL=` means "no message bus"
+        if isinstance(value, str) and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
 
     @field_validator("groq_api_key", "groq_base_url", mode="before")
     @classmethod

@@ -24,8 +24,7 @@ from app.routers.deps import bearer_token
 from app.routers.hosts import host_refusal
 from app.routers.sessions import MAX_SEQ
 from app.services.auth import AuthUnavailable, Unauthorized
-from app.services.conversation import Conversation
-from app.services.hub import ConnectRefused
+from app.services.hub import Connection, ConnectRefused
 from app.services.rate_limit import FrameRateLimiter, Verdict
 from app.services.runtime import Runtime
 from app.services.tracing import ConnectionSpan
@@ -230,6 +229,7 @@ async def _connection(websocket: WebSocket, runtime: Runtime, span: ConnectionSp
     session_id_var.set(ready.session_id)
     try:
         await sink.send(ready)
+        runtime.hub.opened(conversation)
         await _serve(websocket, sink, conversation, runtime)
     except ClientDropped:
         pass  # its own send timed out: the connection ends like a disconnect
@@ -262,7 +262,7 @@ class _Inbound:
 
 
 async def _serve(
-    websocket: WebSocket, sink: WebSocketSink, conversation: Conversation, runtime: Runtime
+    websocket: WebSocket, sink: WebSocketSink, conversation: Connection, runtime: Runtime
 ) -> None:
     """Read frames until the client leaves or must be closed.
 
@@ -314,7 +314,7 @@ async def _read(
 
 
 async def _work(
-    inbox: asyncio.Queue[_Inbound], conversation: Conversation, sink: WebSocketSink
+    inbox: asyncio.Queue[_Inbound], conversation: Connection, sink: WebSocketSink
 ) -> None:
     """Handle the connection's frames in order."""
     while True:
@@ -336,7 +336,7 @@ def _too_large(text: str, max_bytes: int) -> bool:
     return len(text) * 4 > max_bytes and len(text.encode()) > max_bytes
 
 
-async def _dispatch(text: str, conversation: Conversation) -> None:
+async def _dispatch(text: str, conversation: Connection) -> None:
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:

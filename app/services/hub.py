@@ -6,9 +6,18 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
-from app.database.base import Lease, LeaseLost, SessionRecord, StoreError, WriteRefused
+from app.database.base import (
+    Lease,
+    LeaseLost,
+    LeaseState,
+    SessionRecord,
+    StoreError,
+    WriteRefused,
+)
 from app.protocol import CloseCode, ErrorCode, SessionReady
 from app.services.conversation import (
     Conversation,
@@ -17,7 +26,9 @@ from app.services.conversation import (
     Ending,
     FrameSink,
 )
+from app.services.joining import JoinBusy, RemoteJoin, RemoteJoins
 from app.services.leases import LeaseBusy, LeaseKeeper, SessionGone
+from app.services.response_bus import ResponseBus
 from app.services.response_feed import LiveResponses
 from app.services.summaries import Summarizer
 
@@ -38,6 +49,10 @@ STORE_REFUSED = Ending(
     CloseCode.TRY_AGAIN_LATER,
     retryable=True,
 )
+
+
+# A client's connection: a conversation here, or a join of a response running elsewhere.
+Connection = Conversation | RemoteJoin
 
 
 class ConnectRefused(Exception):
@@ -70,6 +85,17 @@ def _store_refusal(error: StoreError) -> ConnectRefused:
     )
 
 
+def _lease_refusal(error: SessionGone | LeaseBusy) -> ConnectRefused:
+    if isinstance(error, SessionGone):
+        return ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
+    message = (
+        "the previous connection's response is still finishing; retry shortly"
+        if error.retryable
+        else "this session is open in another connection"
+    )
+    return ConnectRefused(ErrorCode.SESSION_BUSY, message, retryable=error.retryable)
+
+
 class SessionHub:
     """Maps session ids to their one live `Conversation`; across instances, the store's session
     leases (`LeaseKeeper`) keep it to one connection per session."""
@@ -81,8 +107,10 @@ class SessionHub:
         leases: LeaseKeeper,
         *,
         resume_wait_s: float,
+        bus: ResponseBus | None = None,
     ) -> None:
         self._deps = deps
+        self._remote = None if bus is None else RemoteJoins(self, bus, leases, deps)
         self._summarizer = summarizer
         self._leases = leases
         self._resume_wait_s = resume_wait_s
@@ -113,7 +141,7 @@ class SessionHub:
         owner: str | None,
         sink: FrameSink,
         credentials: str | None = None,
-    ) -> tuple[Conversation, SessionReady]:
+    ) -> tuple[Connection, SessionReady]:
         """Attach a new connection: a fresh session, or a resumed one with its stored events.
         `credentials` (the caller's verified token) stay in memory, for MCP servers that ask."""
         if self._draining:
@@ -145,6 +173,7 @@ class SessionHub:
         )
         await self._deps.store.sessions.create(record)
         lease = await self._take_lease(record.id, wait_s=0)
+        assert isinstance(lease, Lease)
         conversation = Conversation(record, [], self._deps, sink, lease=lease)
         self._live[record.id] = conversation
         ready = SessionReady(session_id=record.id, resumed=False, events=[], model=record.model)
@@ -152,30 +181,107 @@ class SessionHub:
 
     async def _resume(
         self, raw_id: str, *, after_seq: int, owner: str | None, sink: FrameSink
-    ) -> tuple[Conversation, SessionReady]:
+    ) -> tuple[Connection, SessionReady]:
         session_id = parse_session_id(raw_id)
         # Ownership before anything else: another owner's session does not exist, busy or not.
         record = await self._deps.store.sessions.get(session_id) if session_id else None
         if session_id is None or record is None or not visible_to(record, owner):
             raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
-        previous = self._live.get(session_id)
-        if previous is not None and previous.joinable:
-            # No await from here to the caller's send of `session.ready`: see `join`.
-            ready = previous.join(sink, after_seq=after_seq, model=self._deps.provider.model)
-            self._deps.metrics.joins.labels(where="local").inc()
-            return previous, ready
+        joined = await self._join_here(session_id, after_seq=after_seq, sink=sink)
+        if joined is not None:
+            return joined
         await self._wait_for_previous(session_id)
         self._claimed.add(session_id)
         try:
-            conversation = await self._load(session_id, sink)
-        finally:
+            taken = await self._lease_or_remote_join(session_id, after_seq=after_seq, sink=sink)
+            if isinstance(taken, tuple):
+                return taken  # the join holds the claim until it ends
+            conversation = await self._load(session_id, sink, taken)
+        except BaseException:
             self._claimed.discard(session_id)
+            raise
+        self._claimed.discard(session_id)
         self._live[session_id] = conversation
         events = [event for event in conversation.events if event.seq > after_seq]
         ready = SessionReady(
             session_id=session_id, resumed=True, events=events, model=self._deps.provider.model
         )
         return conversation, ready
+
+    async def _join_here(
+        self, session_id: str, *, after_seq: int, sink: FrameSink
+    ) -> tuple[Conversation, SessionReady] | None:
+        """Join the session's response running on this instance, if one runs."""
+        previous = self._live.get(session_id)
+        if previous is None or not previous.joinable:
+            return None
+        if self._remote is not None and await self._remote.claimed_elsewhere(session_id):
+            raise ConnectRefused(
+                ErrorCode.SESSION_BUSY, "this session is open in another connection"
+            )
+        if not previous.joinable:  # it ended meanwhile
+            return None
+        # No await from here to the caller's send of `session.ready`: see `join`.
+        ready = previous.join(sink, after_seq=after_seq, model=self._deps.provider.model)
+        self._deps.metrics.joins.labels(where="local").inc()
+        return previous, ready
+
+    async def _lease_or_remote_join(
+        self, session_id: str, *, after_seq: int, sink: FrameSink
+    ) -> Lease | tuple[RemoteJoin, SessionReady]:
+        """The session's lease; or, while another instance finishes a response the bus carries,
+        a join of that response; without a bus, or when it fails, wait for the lease."""
+        if self._remote is None:
+            return await self._take_lease(session_id, wait_s=self._resume_wait_s)
+        taken = await self._take_lease_or_closing(session_id)
+        if isinstance(taken, Lease):
+            return taken
+        try:
+            joined = await self._remote.join(session_id, after_seq=after_seq, sink=sink)
+        except JoinBusy as e:
+            raise ConnectRefused(
+                ErrorCode.SESSION_BUSY, "this session is open in another connection"
+            ) from e
+        if joined is not None:
+            self._deps.metrics.joins.labels(where="remote").inc()
+            return joined
+        return await self._take_lease(session_id, wait_s=self._resume_wait_s)
+
+    # -- JoinHost: a remote join's connection becomes this instance's conversation ------------
+
+    async def adopt(self, join: RemoteJoin, lease: Lease) -> Conversation | None:
+        sink = join.sink
+        if sink is None:
+            return None
+        try:
+            record = await self._deps.store.sessions.get(join.session_id)
+            events = await self._deps.store.events.read(join.session_id)
+        except StoreError as e:
+            log.warning("a joined connection cannot load its session: %s", e)
+            await join.end(STORE_REFUSED)
+            return None
+        if record is None:
+            await join.end(SESSION_DELETED)
+            return None
+        conversation = Conversation(record, events, self._deps, sink, lease=lease)
+        conversation.credentials = join.credentials
+        self._live[join.session_id] = conversation
+        self._claimed.discard(join.session_id)
+        return conversation
+
+    def join_ended(self, join: RemoteJoin) -> None:
+        if join.conversation is None:
+            self._claimed.discard(join.session_id)
+        if self._remote is not None:
+            self._remote.ended(join)
+
+    def opened(self, connection: Connection) -> None:
+        """`session.ready` was sent: a remote join starts relaying."""
+        if isinstance(connection, RemoteJoin):
+            connection.start(self._spawn)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return self._deps.supervisor.spawn(coroutine, name=name)
 
     async def _wait_for_previous(self, session_id: str) -> None:
         """Refuse a second live connection; wait (bounded) for one that is only tearing down."""
@@ -199,8 +305,7 @@ class SessionHub:
                     retryable=True,
                 ) from e
 
-    async def _load(self, session_id: str, sink: FrameSink) -> Conversation:
-        lease = await self._take_lease(session_id, wait_s=self._resume_wait_s)
+    async def _load(self, session_id: str, sink: FrameSink, lease: Lease) -> Conversation:
         try:
             # Read after the lease: the previous holder flushed everything before releasing.
             record = await self._deps.store.sessions.get(session_id)
@@ -218,15 +323,15 @@ class SessionHub:
         instance only finishes the last response."""
         try:
             return await self._leases.acquire(session_id, wait_s=wait_s)
-        except SessionGone as e:
-            raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session") from e
-        except LeaseBusy as e:
-            message = (
-                "the previous connection's response is still finishing; retry shortly"
-                if e.retryable
-                else "this session is open in another connection"
-            )
-            raise ConnectRefused(ErrorCode.SESSION_BUSY, message, retryable=e.retryable) from e
+        except (SessionGone, LeaseBusy) as e:
+            raise _lease_refusal(e) from e
+
+    async def _take_lease_or_closing(self, session_id: str) -> Lease | LeaseState:
+        """As `_take_lease`, but `CLOSING` instead of waiting for the other instance."""
+        try:
+            return await self._leases.acquire_or_closing(session_id)
+        except (SessionGone, LeaseBusy) as e:
+            raise _lease_refusal(e) from e
 
     # -- endings the client did not ask for ------------------------------------------------
 
@@ -261,9 +366,15 @@ class SessionHub:
 
     # -- teardown ---------------------------------------------------------------------------
 
-    def disconnect(self, conversation: Conversation) -> None:
+    def disconnect(self, connection: Connection) -> None:
         """The client left: the response runs to its end (a resume may join it meanwhile),
         then the session is torn down."""
+        if isinstance(connection, RemoteJoin):
+            adopted = connection.leave()
+            if adopted is None:
+                return  # its relay task ends and reports `join_ended`
+            connection = adopted
+        conversation = connection
         conversation.detach()
         self._deps.supervisor.spawn(
             self._tear_down(conversation, conversation.attachment),

@@ -68,12 +68,8 @@ class LeaseKeeper:
         deadline = loop.time() + wait_s
         live_deadline = loop.time() + min(_LIVE_GRACE_S, wait_s)
         while True:
-            taken = await self._leases.acquire(
-                session_id, holder=self.instance_id, ttl_s=self._ttl_s
-            )
+            taken = await self.try_take(session_id)
             if isinstance(taken, Lease):
-                self._held[session_id] = taken
-                self._metrics.session_leases.set(len(self._held))
                 return taken
             if taken is None:
                 raise SessionGone(session_id)
@@ -85,6 +81,32 @@ class LeaseKeeper:
                 raise LeaseBusy(retryable=True)
             # Polling a condition with a deadline: the other instance has no channel to us.
             await asyncio.sleep(min(_CLOSING_POLL_S, max(deadline - loop.time(), 0)))
+
+    async def acquire_or_closing(self, session_id: str) -> Lease | LeaseState:
+        """The lease, or `CLOSING` while another instance finishes its last response (a resume
+        may join that response); refuse while another instance's client is connected (after
+        the same short grace as `acquire`)."""
+        loop = asyncio.get_running_loop()
+        live_deadline = loop.time() + _LIVE_GRACE_S
+        while True:
+            taken = await self.try_take(session_id)
+            if isinstance(taken, Lease) or taken is LeaseState.CLOSING:
+                return taken
+            if taken is None:
+                raise SessionGone(session_id)
+            if loop.time() >= live_deadline:
+                self._metrics.lease_refusals.labels(state=taken.value).inc()
+                raise LeaseBusy(retryable=False)
+            await asyncio.sleep(_CLOSING_POLL_S)
+
+    async def try_take(self, session_id: str) -> Lease | LeaseState | None:
+        """One attempt: the lease, or the state of the other instance's holding, or None when
+        there is no such session. Raises `StoreError`."""
+        taken = await self._leases.acquire(session_id, holder=self.instance_id, ttl_s=self._ttl_s)
+        if isinstance(taken, Lease):
+            self._held[session_id] = taken
+            self._metrics.session_leases.set(len(self._held))
+        return taken
 
     async def mark_closing(self, lease: Lease) -> None:
         """The client left; best effort (a resume elsewhere is refused instead of waiting)."""

@@ -406,16 +406,18 @@ class ResponseRunner:
             self._span.finished(message, self._host.events)
         self._metrics.responses.labels(status=status.value).inc()
         self.completed = status is ResponseStatus.COMPLETED
-        await self._host.send(self._done_frame(message))
+        await self._host.send(done_frame(message))
 
-    def _done_frame(self, message: AssistantMessageEvent) -> ResponseDone:
-        return ResponseDone(
-            seq=message.seq,
-            response_id=self.response_id,
-            status=message.status,
-            text=message.text,
-            finish_reason=message.finish_reason,
-            usage=message.usage,
-            error=message.error,
-            model=message.model,
-        )
+
+def done_frame(message: AssistantMessageEvent) -> ResponseDone:
+    """The `response.done` that announces a stored assistant message."""
+    return ResponseDone(
+        seq=message.seq,
+        response_id=message.response_id,
+        status=message.status,
+        text=message.text,
+        finish_reason=message.finish_reason,
+        usage=message.usage,
+        error=message.error,
+        model=message.model,
+    )

@@ -24,6 +24,7 @@ from app.services.llm import create_provider, summary_model
 from app.services.llm.base import LLMProvider
 from app.services.mcp.source import McpToolSource
 from app.services.metrics import Metrics
+from app.services.response_bus import ResponseBus, connect_redis
 from app.services.response_feed import LiveResponses
 from app.services.runner import ResponseConfig
 from app.services.sessions import SessionDirectory
@@ -81,6 +82,7 @@ class Runtime:
     tracing: Tracing
     mcp: McpToolSource | None = None
     shutdown: ShutdownClock = field(default_factory=ShutdownClock)
+    bus: ResponseBus | None = None
 
 
 async def start_runtime(
@@ -165,7 +167,8 @@ async def _start(
     leases = LeaseKeeper(
         store.leases, metrics, instance_id=slot.instance_id, ttl_s=settings.lease_ttl_s
     )
-    hub = SessionHub(deps, summarizer, leases, resume_wait_s=settings.resume_wait_s)
+    bus = _start_bus(settings, deps, metrics, supervisor)
+    hub = SessionHub(deps, summarizer, leases, resume_wait_s=settings.resume_wait_s, bus=bus)
     runtime = Runtime(
         settings,
         store,
@@ -181,6 +184,7 @@ async def _start(
         slot,
         tracing,
         mcp,
+        bus=bus,
     )
     resumed = await summarizer.resume_pending()
     # Both loops end on stop (the heartbeat once every lease is released), so other instances
@@ -196,6 +200,27 @@ async def _start(
         resumed,
     )
     return runtime
+
+
+def _start_bus(
+    settings: Settings, deps: ConversationDeps, metrics: Metrics, supervisor: TaskSupervisor
+) -> ResponseBus | None:
+    """With `REDIS_URL`: publish every running response's frames, take cancels from clients
+    joined elsewhere. Redis need not be up: both services retry, joins fall back meanwhile."""
+    if settings.redis_url is None:
+        return None
+    bus = ResponseBus(
+        connect_redis(settings.redis_url),
+        metrics,
+        maxlen=settings.redis_stream_maxlen,
+        ttl_s=settings.redis_stream_ttl_s,
+        buffer_max=settings.redis_buffer_max,
+    )
+    deps.live.add_listener(bus.offer)
+    supervisor.spawn_service(bus.publish, name="bus-publisher")
+    live = deps.live
+    supervisor.spawn_service(lambda: bus.listen_for_cancels(live), name="bus-cancels")
+    return bus
 
 
 async def _take_over(store: Store, slot: InstanceSlot) -> None:
@@ -326,6 +351,8 @@ async def stop_runtime(runtime: Runtime) -> None:
     await _stop_mcp(runtime)
     await runtime.supervisor.stop_services(timeout_s=_SERVICES_STOP_S)
     await runtime.provider.aclose()
+    if runtime.bus is not None:
+        await runtime.bus.aclose()
     await runtime.auth.aclose()
     with contextlib.suppress(TimeoutError, StoreError):
         async with asyncio.timeout(_STORE_CLOSE_S):

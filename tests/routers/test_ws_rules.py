@@ -11,7 +11,7 @@ import pytest
 
 from app.settings import Settings
 from tests.conftest import StartServer
-from tests.fakes.groq_server import FakeGroq, hold_reply, text_reply
+from tests.fakes.groq_server import FakeGroq, Gate, gated_reply, hold_reply, text_reply
 from tests.support.client import WsClient, types_of
 from tests.support.server import RunningServer
 
@@ -225,17 +225,20 @@ async def test_reconnect_at_once_after_a_drop_is_not_busy(server: RunningServer)
 async def test_disconnect_mid_response_lets_it_finish_and_resume_sees_it(
     server: RunningServer, fake_groq: FakeGroq
 ) -> None:
-    fake_groq.script(hold_reply("slow ", "but ", "complete", delay_s=0.1))
+    gate = Gate()
+    fake_groq.script(gated_reply("slow ", after=("but ", "complete"), gate=gate))
     async with server.connect() as client:
         session_id = (await client.ready())["session_id"]
         await client.send({"type": "user.message", "text": "go"})
         await client.recv_until("response.delta")
-    # The resume waits for the running response, so its events are complete.
+    # The resume joins the running response (PROTOCOL.md 1.1): its text so far, then the rest.
     async with server.connect(f"session_id={session_id}") as client:
-        events = (await client.ready())["events"]
-    assert [e["type"] for e in events] == ["user.message", "assistant.message"]
-    assert events[1]["status"] == "completed"
-    assert events[1]["text"] == "slow but complete"
+        ready = await client.ready()
+        gate.open()
+        tail = await client.recv_until("response.done")
+    deltas = "".join(f["text"] for f in tail if f["type"] == "response.delta")
+    assert ready["live_response"]["text"] + deltas == tail[-1]["text"] == "slow but complete"
+    assert tail[-1]["status"] == "completed"
     assert fake_groq.disconnects == 0
 
 

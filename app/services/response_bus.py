@@ -1,0 +1,218 @@
+"""The message bus between instances (Redis): the frames of each running response in a stream
+of its own, so a resume on any instance can join it; cancels of joined clients by pub/sub.
+
+What Redis holds (docs/deployment.md): per running response, one stream
+`chat:response:{response_id}` (at most `REDIS_STREAM_MAXLEN` entries, deleted
+`REDIS_STREAM_TTL_S` after the response ended) and one key `chat:live:{session_id}` naming it;
+per remotely joined connection, one claim key `chat:join:{session_id}`. Nothing is only in
+Redis: the store has every event, so whenever the bus fails a join waits for the stored result.
+
+Publishing never slows a response: frames go into a bounded buffer, a service task writes them
+in batches; when Redis is slow or down, frames that do not fit are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from app.protocol import ResponseDone, ResponseFrame, ResponseStarted, response_frame_adapter
+from app.services.metrics import Metrics
+from app.services.response_feed import LiveResponses, ResponseFeed
+
+log = logging.getLogger(__name__)
+
+CANCEL_CHANNEL = "chat:cancel"
+# A running response's key lives this long at most (an instance killed mid-answer leaves it).
+_LIVE_KEY_TTL_S = 3600
+_BATCH_MAX = 500
+_CONNECT_TIMEOUT_S = 1.0
+# Above the longest blocking read (`follow`), so a blocked read is not cut as a timeout.
+_SOCKET_TIMEOUT_S = 5.0
+
+
+class BusUnavailable(Exception):
+    """Redis did not answer; joins fall back to the stored result."""
+
+
+def stream_key(response_id: str) -> str:
+    return f"chat:response:{response_id}"
+
+
+def live_key(session_id: str) -> str:
+    return f"chat:live:{session_id}"
+
+
+def claim_key(session_id: str) -> str:
+    return f"chat:join:{session_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class BusEntry:
+    """One frame of a response read from its stream: `index` counts from 0 without gaps."""
+
+    entry_id: str
+    index: int
+    frame: ResponseFrame
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    session_id: str
+    response_id: str
+    index: int
+    frame: ResponseFrame
+
+
+def connect_redis(url: str) -> Redis:
+    """A client that fails fast when Redis is down (no retries: callers fall back at once)."""
+    client: Redis = Redis.from_url(
+        url,
+        socket_connect_timeout=_CONNECT_TIMEOUT_S,
+        socket_timeout=_SOCKET_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return client
+
+
+class ResponseBus:
+    """Publishes this instance's running responses and reads other instances' ones."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        metrics: Metrics,
+        *,
+        maxlen: int,
+        ttl_s: float,
+        buffer_max: int,
+    ) -> None:
+        self._redis = redis
+        self._metrics = metrics
+        self._maxlen = maxlen
+        self._ttl_ms = int(ttl_s * 1000)
+        self._outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=buffer_max)
+        self._failing = False
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    # -- publishing (the instance that runs the response) ------------------------------------
+
+    def offer(self, feed: ResponseFeed, index: int, frame: ResponseFrame) -> None:
+        """A frame of a running response here: queued for Redis, or dropped when the buffer is
+        full (never waited for)."""
+        try:
+            self._outgoing.put_nowait(_Outgoing(feed.session_id, feed.response_id, index, frame))
+        except asyncio.QueueFull:
+            self._metrics.bus_dropped_frames.inc()
+
+    async def publish(self) -> None:
+        """The publishing service: writes queued frames in batches, for ever."""
+        while True:
+            batch = [await self._outgoing.get()]
+            while len(batch) < _BATCH_MAX and not self._outgoing.empty():
+                batch.append(self._outgoing.get_nowait())
+            await self._publish(batch)
+
+    async def _publish(self, batch: list[_Outgoing]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for item in batch:
+            key = stream_key(item.response_id)
+            data = item.frame.__pydantic_serializer__.to_json(item.frame)
+            pipe.xadd(key, {"i": item.index, "f": data}, maxlen=self._maxlen, approximate=True)
+            if isinstance(item.frame, ResponseStarted):
+                pipe.set(live_key(item.session_id), item.response_id, ex=_LIVE_KEY_TTL_S)
+            elif isinstance(item.frame, ResponseDone):
+                pipe.pexpire(key, self._ttl_ms)
+                pipe.delete(live_key(item.session_id))
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as e:
+            self._metrics.bus_dropped_frames.inc(len(batch))
+            if not self._failing:
+                log.warning("the message bus does not answer; joins elsewhere wait: %s", e)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("the message bus answers again")
+        self._failing = False
+
+    async def listen_for_cancels(self, live: LiveResponses) -> None:
+        """The cancel service: a client joined on another instance cancels a response here."""
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(CANCEL_CHANNEL)
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                if message is not None and message["type"] == "message":
+                    live.cancel(_text(message["data"]))
+        except (RedisError, OSError) as e:
+            raise BusUnavailable(str(e)) from e
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # -- joining (an instance with the client's connection) --------------------------------
+
+    async def running_response(self, session_id: str) -> str | None:
+        """The id of the session's response running on some instance, if the bus knows one."""
+        value = await self._call(self._redis.get(live_key(session_id)))
+        return None if value is None else _text(value)
+
+    async def read(self, response_id: str, *, after: str, block_ms: int) -> list[BusEntry]:
+        """The response's frames after entry `after` ("0" = from the start); waits at most
+        `block_ms` for one (0 = do not wait)."""
+        key = stream_key(response_id)
+        if block_ms == 0:
+            raw = await self._call(
+                self._redis.xrange(key, min=f"({after}" if after != "0" else "-")
+            )
+            return [_entry(entry_id, fields) for entry_id, fields in raw]
+        found = await self._call(self._redis.xread({key: after}, block=block_ms, count=_BATCH_MAX))
+        return [_entry(i, fields) for _, entries in found or [] for i, fields in entries]
+
+    async def cancel(self, response_id: str) -> None:
+        """Ask whichever instance runs the response to cancel it."""
+        await self._call(self._redis.publish(CANCEL_CHANNEL, response_id))
+
+    async def claim(self, session_id: str, token: str, *, ttl_s: float) -> bool:
+        """Claim the session's remote join (one connection per session); False when taken."""
+        taken = await self._call(
+            self._redis.set(claim_key(session_id), token, nx=True, px=int(ttl_s * 1000))
+        )
+        return bool(taken)
+
+    async def renew_claim(self, session_id: str, *, ttl_s: float) -> None:
+        await self._call(self._redis.pexpire(claim_key(session_id), int(ttl_s * 1000)))
+
+    async def release_claim(self, session_id: str, token: str) -> None:
+        key = claim_key(session_id)
+        if _text(await self._call(self._redis.get(key)) or b"") == token:
+            await self._call(self._redis.delete(key))
+
+    async def claimed(self, session_id: str) -> bool:
+        """A client of another instance has joined the session's running response."""
+        return bool(await self._call(self._redis.exists(claim_key(session_id))))
+
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisError, OSError) as e:
+            raise BusUnavailable(str(e)) from e
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> BusEntry:
+    frame = response_frame_adapter.validate_python(orjson.loads(fields[b"f"]))
+    return BusEntry(_text(entry_id), int(fields[b"i"]), frame)
