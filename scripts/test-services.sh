@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What the whole test suite needs besides .venv, made ready on this machine (by `make test` and
-# .ci/run): PostgreSQL at 127.0.0.1:5432 (or TEST_DATABASE_URL), started when it is down, and
-# Debian's Chromium for the page tests, installed when it is missing; the reference MCP servers
-# from npm (npm ci). Starting and installing
-# need root, as in CI; without it, or when something cannot be done here, this says exactly
-# what to do and fails, so that `make test` never passes by skipping tests.
+# .ci/run): PostgreSQL at 127.0.0.1:5432 (or TEST_DATABASE_URL), started when it is down;
+# Redis at 127.0.0.1:6379 (or TEST_REDIS_URL), started when it is down; Debian's Chromium for
+# the page tests, installed when it is missing; the reference MCP servers from npm (npm ci).
+# Starting and installing need root, as in CI; without it, or when something cannot be done
+# here, this says exactly what to do and fails, so that `make test` never passes by skipping
+# tests.
 set -euo pipefail
 
 ADMIN_URL="${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
@@ -54,6 +55,29 @@ check_postgres() {
     fi
 }
 
+REDIS_URL_FOR_TESTS="${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
+
+redis_up() { redis-cli -u "$REDIS_URL_FOR_TESTS" ping 2>/dev/null | grep -q PONG; }
+
+check_redis() {
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        if is_root && command -v apt-get >/dev/null; then
+            echo "Installing Debian's redis-server for the message bus tests."
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+        else
+            missing+=("Redis, for the message bus tests: apt-get install redis-server (the
+    outage tests start private redis-server processes of their own)")
+            return
+        fi
+    fi
+    if ! redis_up && [ -z "${TEST_REDIS_URL:-}" ]; then
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+        for _ in $(seq 1 30); do redis_up && return; sleep 0.2; done
+    fi
+    redis_up || missing+=("Redis does not answer at $REDIS_URL_FOR_TESTS: start it, or set TEST_REDIS_URL")
+}
+
 check_chromium() {
     if [ -n "${CHROMIUM_PATH:-}" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
         return
@@ -86,6 +110,7 @@ install_mcp_servers() {
 }
 
 check_postgres
+check_redis
 check_chromium
 install_mcp_servers
 if [ "${#missing[@]}" -gt 0 ]; then

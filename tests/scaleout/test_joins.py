@@ -1,0 +1,189 @@
+"""Joining a running response from another instance through Redis (PROTOCOL.md, "Joining a
+running response"; docs/deployment.md): two and three server processes on one PostgreSQL, the
+answer held mid-way by the fake Groq's gate, so "mid-answer" is a state, not a moment."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.fakes.groq_server import FakeGroq, Gate, gated_reply, text_reply
+from tests.scaleout.conftest import StartInstance
+from tests.support.client import Frame, WsClient
+from tests.support.private_redis import PrivateRedis, private_redis, shared_redis_url
+from tests.support.process import ServerProcess
+
+BEFORE = ("Half ", "of it, ")
+AFTER = ("then ", "the rest.")
+WHOLE = "".join(BEFORE + AFTER)
+CLIENTS = 50
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return shared_redis_url()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[PrivateRedis]:
+    with private_redis() as server:
+        yield server
+
+
+async def _open(instance: ServerProcess, session_id: str | None = None) -> WsClient:
+    url = instance.ws_url if session_id is None else f"{instance.ws_url}?session_id={session_id}"
+    return WsClient(await connect(url, open_timeout=10))
+
+
+async def _ask_and_leave(instance: ServerProcess, *, message_id: str = "m1") -> str:
+    """Ask on `instance`, read the answer up to the gate, leave (the answer runs on there)."""
+    client = await _open(instance)
+    session_id = str((await client.ready())["session_id"])
+    await client.send({"type": "user.message", "text": "a question", "id": message_id})
+    await client.recv_until("user.message")
+    for _ in BEFORE:
+        await client.recv_until("response.delta")
+    await client.connection.close()
+    return session_id
+
+
+async def _join(instance: ServerProcess, session_id: str) -> tuple[WsClient, Frame]:
+    client = await _open(instance, session_id)
+    ready = await client.ready()
+    return client, ready
+
+
+def _text(ready: Frame, tail: list[Frame]) -> str:
+    live = ready["live_response"]["text"] if ready["live_response"] else ""
+    return live + "".join(f["text"] for f in tail if f["type"] == "response.delta")
+
+
+async def test_a_resume_on_another_instance_joins_the_answer_live_and_goes_on_there(
+    start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
+) -> None:
+    running, other = start_instance(REDIS_URL=redis_url), start_instance(REDIS_URL=redis_url)
+    gate = Gate()
+    fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate), text_reply("second answer"))
+    session_id = await _ask_and_leave(running)
+    client, ready = await _join(other, session_id)
+    gate.open()
+    tail = await client.recv_until("response.done")
+    # The lease passed to the instance holding the connection: the next turn is answered there.
+    second = (await client.ask("and then?", message_id="m2"))[-1]
+    await client.connection.close()
+    assert ready["live_response"]["text"] == "".join(BEFORE)
+    assert _text(ready, tail) == tail[-1]["text"] == WHOLE
+    assert tail[-1]["status"] == "completed"
+    assert [e["type"] for e in ready["events"]] == ["user.message"]
+    assert (second["status"], second["text"]) == ("completed", "second answer")
+
+
+async def test_cancel_from_the_joined_instance_cancels_the_answer_where_it_runs(
+    start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
+) -> None:
+    running, other = start_instance(REDIS_URL=redis_url), start_instance(REDIS_URL=redis_url)
+    gate = Gate()
+    fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate))
+    session_id = await _ask_and_leave(running)
+    client, ready = await _join(other, session_id)
+    await client.send({"type": "response.cancel"})
+    done = (await client.recv_until("response.done"))[-1]
+    await client.connection.close()
+    await asyncio.to_thread(fake_groq.wait_for_disconnect)  # the upstream request was closed
+    assert done["status"] == "cancelled"
+    assert done["text"] == ready["live_response"]["text"] == "".join(BEFORE)
+
+
+async def test_a_second_connection_on_a_third_instance_is_busy_while_one_is_joined(
+    start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
+) -> None:
+    running, joined_on, third = (start_instance(REDIS_URL=redis_url) for _ in range(3))
+    gate = Gate()
+    fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate))
+    session_id = await _ask_and_leave(running)
+    client, ready = await _join(joined_on, session_id)
+    refused = await _open(third, session_id)
+    refusal = await refused.recv()
+    close_code = await refused.closed_with()
+    again = await _open(running, session_id)  # the instance running it refuses too
+    refusal_there = await again.recv()
+    await again.closed_with()
+    gate.open()
+    tail = await client.recv_until("response.done")
+    await client.connection.close()
+    assert (refusal["code"], close_code) == ("session_busy", 4409)
+    assert refusal_there["code"] == "session_busy"
+    assert _text(ready, tail) == WHOLE
+
+
+async def test_redis_stopped_mid_answer_the_joined_client_gets_the_stored_result_then_recovers(
+    start_instance: StartInstance, fake_groq: FakeGroq, own_redis: PrivateRedis
+) -> None:
+    running = start_instance(REDIS_URL=own_redis.url)
+    other = start_instance(REDIS_URL=own_redis.url)
+    gate, later = Gate(), Gate()
+    fake_groq.script(
+        gated_reply(*BEFORE, after=AFTER, gate=gate), gated_reply(*BEFORE, after=AFTER, gate=later)
+    )
+    session_id = await _ask_and_leave(running)
+    client, ready = await _join(other, session_id)
+    own_redis.stop()
+    gate.open()
+    tail = await client.recv_until("response.done", timeout=20)
+    # Redis is back: the next answer is joined live again, the other way round.
+    own_redis.start()
+    await client.send({"type": "user.message", "text": "again", "id": "m2"})
+    await client.recv_until("user.message")
+    for _ in BEFORE:
+        await client.recv_until("response.delta")
+    await client.connection.close()
+    rejoined, ready_again = await _join(running, session_id)
+    later.open()
+    tail_again = await rejoined.recv_until("response.done")
+    await rejoined.connection.close()
+    assert _text(ready, tail) == tail[-1]["text"] == WHOLE
+    assert tail[-1]["status"] == "completed"
+    assert ready_again["live_response"] is not None
+    assert _text(ready_again, tail_again) == tail_again[-1]["text"] == WHOLE
+
+
+async def test_the_running_instance_killed_the_joined_client_gets_a_clean_failed_end(
+    start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
+) -> None:
+    doomed, survivor = start_instance(REDIS_URL=redis_url), start_instance(REDIS_URL=redis_url)
+    gate = Gate()
+    fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate), text_reply("after the crash"))
+    session_id = await _ask_and_leave(doomed)
+    client, ready = await _join(survivor, session_id)
+    doomed.signal(signal.SIGKILL)
+    doomed.wait()
+    done = (await client.recv_until("response.done", timeout=20))[-1]
+    next_answer = (await client.ask("still there?", message_id="m2"))[-1]
+    await client.connection.close()
+    gate.open()
+    assert (done["status"], done["error"]["code"]) == ("failed", "internal_error")
+    assert done["text"] == ready["live_response"]["text"] == "".join(BEFORE)
+    assert next_answer["text"] == "after the crash"
+
+
+async def test_fifty_clients_join_fifty_running_answers_on_the_other_instance(
+    start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
+) -> None:
+    running, other = start_instance(REDIS_URL=redis_url), start_instance(REDIS_URL=redis_url)
+    gate = Gate()
+    fake_groq.script(*[gated_reply(*BEFORE, after=AFTER, gate=gate) for _ in range(CLIENTS)])
+    session_ids = await asyncio.gather(*[_ask_and_leave(running) for _ in range(CLIENTS)])
+    joined = await asyncio.gather(*[_join(other, session_id) for session_id in session_ids])
+    gate.open()
+    tails = await asyncio.gather(
+        *[client.recv_until("response.done", timeout=20) for client, _ in joined]
+    )
+    for client, _ in joined:
+        await client.connection.close()
+    texts = [_text(ready, tail) for (_, ready), tail in zip(joined, tails, strict=True)]
+    assert texts == [WHOLE] * CLIENTS
+    assert all(tail[-1]["text"] == WHOLE for tail in tails)
