@@ -73,12 +73,13 @@ class _Outgoing:
 
 
 def connect_redis(url: str) -> Redis:
-    """A client that fails fast when Redis is down (no retries: callers fall back at once)."""
+    """A client that fails fast when Redis is down: one immediate retry, on a new connection
+    (a pooled connection to a Redis that restarted fails once), then the caller falls back."""
     client: Redis = Redis.from_url(
         url,
         socket_connect_timeout=_CONNECT_TIMEOUT_S,
         socket_timeout=_SOCKET_TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1),
     )
     return client
 

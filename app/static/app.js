@@ -361,7 +361,9 @@ function onSessionReady(frame) {
   // Our message was stored but never answered (its acknowledgement was lost, or the server
   // stopped first): sending it again is answered once, not stored twice.
   const last = events[events.length - 1];
-  if (last && last.type === 'user.message' && sentBefore.has(last.id)) {
+  const live = frame.live_response;
+  if (live) joinLiveResponse(live);
+  else if (last && last.type === 'user.message' && sentBefore.has(last.id)) {
     sendFrame({ type: 'user.message', text: last.text, id: last.id });
   }
   setPhase('connected');
@@ -370,6 +372,14 @@ function onSessionReady(frame) {
   startPing();
   resendPending();
   refreshSessions();
+}
+
+/** The answer runs still (protocol 1.1): its text so far, then its deltas follow. */
+function joinLiveResponse(live) {
+  dropPartialResponse();
+  const bubble = activeBubbleFor(live.response_id);
+  const pinned = isPinned();
+  if (live.text) bubble.view.append(live.text, () => { if (pinned) scrollToEnd(); });
 }
 
 function renderStoredEvent(event) {

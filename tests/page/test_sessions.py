@@ -8,7 +8,14 @@ import pytest_asyncio
 from playwright.async_api import Page, expect
 
 from tests.conftest import BACKGROUND_SUMMARY, BACKGROUND_SUMMARY_MODEL
-from tests.fakes.groq_server import FakeGroq, hold_reply, text_reply, tool_call_reply
+from tests.fakes.groq_server import (
+    FakeGroq,
+    Gate,
+    gated_reply,
+    hold_reply,
+    text_reply,
+    tool_call_reply,
+)
 from tests.page.actions import (
     PROFILE_QUESTION,
     answer_finished,
@@ -119,3 +126,26 @@ async def test_dropped_connection_reconnects_and_resumes_without_duplicates(
     assert "session_id=" in socket_urls[1]
     assert "after_seq=1" in socket_urls[1]
     await expect(page.get_by_test_id("error")).to_be_hidden()
+
+
+async def test_reload_mid_answer_joins_it_live_and_shows_it_once(
+    page: Page, server: RunningServer, fake_groq: FakeGroq
+) -> None:
+    gate = Gate()
+    fake_groq.script(gated_reply("The first half, ", after=("and the second.",), gate=gate))
+    await open_and_connect(page, server.http_url)
+    await send(page, "Tell me both halves.")
+    await wait_for_streaming_text(page, "The first half,")
+    await page.reload()
+    item = page.get_by_test_id("session-item")
+    await expect(item).to_have_count(1)
+    await item.click()
+    # Joined live: the text so far at once, still streaming, before the rest exists.
+    await wait_for_streaming_text(page, "The first half,")
+    await expect(page.get_by_test_id("cancel")).to_be_enabled()
+    gate.open()
+    answer = await answer_finished(page)
+    transcript = page.get_by_test_id("transcript")
+    await expect(answer).to_have_text("The first half, and the second.")
+    await expect(transcript.get_by_test_id("assistant-message")).to_have_count(1)
+    await expect(transcript.get_by_test_id("user-message")).to_have_text("Tell me both halves.")
