@@ -449,3 +449,7 @@ class SessionHub:
                 await self._deps.writer.flush()
         for conversation in conversations:
             await conversation.close_connection(CloseCode.GOING_AWAY, "server shutting down")
+        if self._remote is not None:
+            # Joined to responses of other instances: resume there or anywhere else.
+            for join in self._remote.active():
+                await join.close_connection(CloseCode.GOING_AWAY, "server shutting down")

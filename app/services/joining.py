@@ -194,7 +194,17 @@ class RemoteJoin:
         self._sink = None
         if self._conversation is None and self._task is not None:
             self._task.cancel()
+        elif self._task is None:
+            # Gone before `session.ready` went out: the relay never started.
+            self.state = JoinState.ENDED
+            self._host.join_ended(self)
         return self._conversation
+
+    async def close_connection(self, code: int, reason: str) -> None:
+        if self._conversation is not None:
+            await self._conversation.close_connection(code, reason)
+        elif self._sink is not None:
+            await self._sink.close(code, reason)
 
     async def _message_while_joined(self, frame: UserMessageIn) -> None:
         if not self._seen.done:
@@ -233,11 +243,13 @@ class RemoteJoin:
         frame = entry.frame
         if isinstance(frame, ResponseDelta):
             self._seen.text.append(frame.text)
-        elif isinstance(frame, ToolCallEvent | ToolResultEvent | ResponseDone):
+        elif isinstance(frame, ResponseDone):
+            self._seen.done = True
+            self._seen.last_seq = max(self._seen.last_seq, frame.seq)
+        elif isinstance(frame, ToolCallEvent | ToolResultEvent):
             if frame.seq <= self._seen.last_seq:
                 return False
             self._seen.last_seq = frame.seq
-            self._seen.done = isinstance(frame, ResponseDone)
         return True
 
     async def _run(self) -> None:
@@ -381,6 +393,7 @@ class RemoteJoins:
         self._bus = bus
         self._leases = leases
         self._deps = deps
+        self._active: set[RemoteJoin] = set()
 
     async def claimed_elsewhere(self, session_id: str) -> bool:
         """A client on another instance has joined the session's response."""
@@ -432,10 +445,16 @@ class RemoteJoins:
             claim_token=token,
             sent_upto_seq=max((event.seq for event in stored), default=0),
         )
+        self._active.add(join)
         return join, ready
+
+    def active(self) -> list[RemoteJoin]:
+        """The connections joined to responses of other instances."""
+        return list(self._active)
 
     def ended(self, join: RemoteJoin) -> None:
         """The join became a conversation or ended: its claim goes."""
+        self._active.discard(join)
         self._deps.supervisor.spawn(
             self._release(join.session_id, join.claim_token), name=f"unclaim-{join.session_id}"
         )

@@ -126,15 +126,21 @@ class ResponseBus:
 
     async def _publish(self, batch: list[_Outgoing]) -> None:
         pipe = self._redis.pipeline(transaction=False)
+        running: set[str] = set()
         for item in batch:
             key = stream_key(item.response_id)
             data = item.frame.__pydantic_serializer__.to_json(item.frame)
             pipe.xadd(key, {"i": item.index, "f": data}, maxlen=self._maxlen, approximate=True)
+            running.add(key)
             if isinstance(item.frame, ResponseStarted):
                 pipe.set(live_key(item.session_id), item.response_id, ex=_LIVE_KEY_TTL_S)
             elif isinstance(item.frame, ResponseDone):
+                running.discard(key)
                 pipe.pexpire(key, self._ttl_ms)
                 pipe.delete(live_key(item.session_id))
+        for key in running:
+            # No stream outlives its response for long, even when its end was never published.
+            pipe.expire(key, _LIVE_KEY_TTL_S)
         try:
             await pipe.execute()
         except (RedisError, OSError) as e:

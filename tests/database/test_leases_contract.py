@@ -73,3 +73,15 @@ async def test_a_session_is_live_while_its_lease_is(store: Store) -> None:
     assert [r.live for r in listed] == [True]
     await store.leases.mark_closing(lease)
     assert (await store.sessions.get(record.id)).live is False  # type: ignore[union-attr]
+
+
+async def test_a_holding_marked_closing_is_live_again_when_a_client_joins(store: Store) -> None:
+    record = await created(store)
+    lease = await leased(store, record.id, holder="a")
+    await store.leases.mark_closing(lease)
+    assert await store.leases.acquire(record.id, holder="b", ttl_s=30) is LeaseState.CLOSING
+    await store.leases.mark_live(lease)  # a client joined its running response
+    assert await store.leases.acquire(record.id, holder="b", ttl_s=30) is LeaseState.LIVE
+    await store.leases.release(lease)
+    await store.leases.mark_live(lease)  # an ended holding: no effect
+    assert isinstance(await store.leases.acquire(record.id, holder="b", ttl_s=30), Lease)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from app.services.response_feed import LiveResponses
@@ -14,7 +15,7 @@ from tests.conftest import StartServer
 from tests.database.conftest import throwaway_database
 from tests.fakes.groq_server import FakeGroq, Gate, gated_reply, text_reply, tool_call_reply
 from tests.support.client import Frame, WsClient, types_of
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, free_port
 from tests.support.waiting import wait_until
 
 BEFORE = ("The answer ", "so far, ")
@@ -179,3 +180,27 @@ async def test_a_resume_with_no_response_running_has_no_live_response(
     async with server.connect(f"session_id={session_id}") as client:
         ready = await client.ready()
     assert ready["live_response"] is None
+
+
+async def test_a_dead_redis_neither_holds_up_an_answer_nor_a_join(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    # Nothing listens there: every publish fails, and is dropped instead of waited for.
+    server = start_server(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    gate = Gate()
+    fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate))
+    session_id, _ = await _start_and_leave(server, fake_groq, gate)
+    async with server.connect(f"session_id={session_id}") as client:
+        ready = await client.ready()
+        gate.open()
+        tail = await _read_to_done(client)
+    metrics: list[str] = []
+
+    async def dropped() -> bool:
+        async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as http:
+            metrics.append((await http.get("/metrics")).text)
+        return "chat_bus_dropped_frames_total 0.0" not in metrics[-1]
+
+    await wait_until(dropped, what="the publisher to give up on the frames")
+    assert ready["live_response"]["text"] + _deltas(tail) == tail[-1]["text"] == WHOLE
+    assert 'chat_response_joins_total{where="local"} 1.0' in metrics[-1]
