@@ -20,21 +20,16 @@ from typing import Protocol, assert_never
 from app.database.base import EventRow, Lease, SessionRecord, Store, StoreError, WriteRefused
 from app.protocol import (
     RESPONSE_FRAME_TYPES,
-    AssistantMessageEvent,
     ClientFrame,
     ErrorCode,
     ErrorFrame,
-    ErrorInfo,
     LiveResponse,
     PingIn,
     Pong,
     ResponseCancelIn,
-    ResponseStatus,
     ServerFrame,
     SessionReady,
     StoredEvent,
-    ToolCallEvent,
-    ToolResultEvent,
     UserMessageEvent,
     UserMessageIn,
 )
@@ -43,7 +38,7 @@ from app.services.event_writer import EventWriter
 from app.services.llm.base import ChatMessage, LLMError, LLMProvider, ToolDefinition
 from app.services.metrics import Metrics
 from app.services.response_feed import LiveResponses, ResponseFeed
-from app.services.runner import ResponseConfig, ResponseRunner, done_frame
+from app.services.runner import ResponseConfig, ResponseRunner
 from app.services.storable import unstorable
 from app.services.summaries import Summarizer
 from app.services.supervisor import TaskSupervisor
@@ -389,52 +384,6 @@ class Conversation:
             await self.send_error(ErrorCode.NO_ACTIVE_RESPONSE, "no response is running")
             return
         self._tasks.runner.cancel()
-
-    async def close_abandoned_response(self, response_id: str, text: str) -> None:
-        """The instance that ran this session's response died mid-answer (its lease expired
-        and was taken here): store the response as failed, with the text streamed so far and
-        its open tool calls closed, and tell the client, so a joined client ends cleanly."""
-        open_calls = {
-            e.call_id: e
-            for e in self._events
-            if isinstance(e, ToolCallEvent) and e.response_id == response_id
-        }
-        for event in self._events:
-            if isinstance(event, ToolResultEvent) and event.response_id == response_id:
-                open_calls.pop(event.call_id, None)
-        for call in open_calls.values():
-            result = ToolResultEvent(
-                seq=self.next_seq(),
-                created_at=datetime.now(UTC),
-                response_id=response_id,
-                call_id=call.call_id,
-                name=call.name,
-                ok=False,
-                error="aborted",
-            )
-            self.record(result)
-            await self.send(result)
-        await self._store_failed_answer(response_id, text)
-
-    async def _store_failed_answer(self, response_id: str, text: str) -> None:
-        error = ErrorInfo(
-            code=ErrorCode.INTERNAL_ERROR,
-            message="the server running this response stopped; please retry",
-        )
-        message = AssistantMessageEvent(
-            seq=self.next_seq(),
-            created_at=datetime.now(UTC),
-            response_id=response_id,
-            status=ResponseStatus.FAILED,
-            text=text,
-            finish_reason="error",
-            usage=None,
-            model=self._deps.provider.model,
-            error=error,
-        )
-        self.record(message)
-        self._deps.metrics.responses.labels(status=ResponseStatus.FAILED.value).inc()
-        await self.send(done_frame(message))
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -26,8 +26,9 @@ from app.services.conversation import (
     Ending,
     FrameSink,
 )
-from app.services.joining import JoinBusy, RemoteJoin, RemoteJoins
+from app.services.joining import RemoteJoin
 from app.services.leases import LeaseBusy, LeaseKeeper, SessionGone
+from app.services.remote_joins import JoinBusy, RemoteJoins
 from app.services.response_bus import ResponseBus
 from app.services.response_feed import LiveResponses
 from app.services.summaries import Summarizer
@@ -173,7 +174,6 @@ class SessionHub:
         )
         await self._deps.store.sessions.create(record)
         lease = await self._take_lease(record.id, wait_s=0)
-        assert isinstance(lease, Lease)
         conversation = Conversation(record, [], self._deps, sink, lease=lease)
         self._live[record.id] = conversation
         ready = SessionReady(session_id=record.id, resumed=False, events=[], model=record.model)

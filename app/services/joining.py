@@ -16,6 +16,7 @@ import logging
 import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Protocol, assert_never
 
@@ -25,21 +26,19 @@ from app.protocol import (
     ClientFrame,
     ErrorCode,
     ErrorFrame,
-    LiveResponse,
+    ErrorInfo,
     PingIn,
     Pong,
     ResponseCancelIn,
     ResponseDelta,
     ResponseDone,
-    ResponseFrame,
+    ResponseStatus,
     ServerFrame,
-    SessionReady,
-    StoredEvent,
     ToolCallEvent,
     ToolResultEvent,
     UserMessageIn,
 )
-from app.services.conversation import Conversation, ConversationDeps, Ending, FrameSink
+from app.services.conversation import Conversation, Ending, FrameSink
 from app.services.leases import LeaseKeeper
 from app.services.response_bus import BusEntry, BusUnavailable, ResponseBus
 from app.services.runner import done_frame
@@ -87,35 +86,8 @@ class _Seen:
     last_entry: str = "0"
 
 
-def _gapless(entries: Sequence[BusEntry], first: int) -> bool:
+def gapless(entries: Sequence[BusEntry], first: int) -> bool:
     return all(entry.index == first + n for n, entry in enumerate(entries))
-
-
-def ready_of_join(
-    session_id: str,
-    stored: Sequence[StoredEvent],
-    frames: Sequence[ResponseFrame],
-    *,
-    response_id: str,
-    after_seq: int,
-    model: str,
-) -> SessionReady:
-    """`session.ready` for a client joining a response from its frames so far: the stored
-    events, then the response's tool events not stored yet, and its text so far."""
-    events = [event for event in stored if event.seq > after_seq]
-    stored_upto = max((event.seq for event in stored), default=0)
-    newer_than = max(stored_upto, after_seq)
-    for frame in frames:
-        if isinstance(frame, ToolCallEvent | ToolResultEvent) and frame.seq > newer_than:
-            events.append(frame)
-    text = "".join(frame.text for frame in frames if isinstance(frame, ResponseDelta))
-    return SessionReady(
-        session_id=session_id,
-        resumed=True,
-        events=events,
-        model=model,
-        live_response=LiveResponse(response_id=response_id, text=text),
-    )
 
 
 class RemoteJoin:
@@ -295,7 +267,7 @@ class RemoteJoin:
                     "lost the message bus while joined; waiting for the stored result: %s", e
                 )
                 return
-            if not _gapless(entries, self._seen.next_index):
+            if not gapless(entries, self._seen.next_index):
                 log.warning("frames of %s missing on the bus; using the store", self.response_id)
                 return
             for entry in entries:
@@ -371,7 +343,7 @@ class RemoteJoin:
         )
         seen_text = "".join(self._seen.text)
         if answer is None:
-            await conversation.close_abandoned_response(self.response_id, seen_text)
+            await close_abandoned_response(conversation, self.response_id, seen_text)
             return
         if answer.text.startswith(seen_text) and len(answer.text) > len(seen_text):
             rest = answer.text[len(seen_text) :]
@@ -379,93 +351,50 @@ class RemoteJoin:
         await conversation.send(done_frame(answer))
 
 
+async def close_abandoned_response(conversation: Conversation, response_id: str, text: str) -> None:
+    """The instance that ran the session's response died mid-answer (its lease expired and was
+    taken here): store the response as failed, with the text streamed so far and its open tool
+    calls closed, and tell the client, so a joined client ends cleanly."""
+    open_calls = {
+        e.call_id: e
+        for e in conversation.events
+        if isinstance(e, ToolCallEvent) and e.response_id == response_id
+    }
+    for event in conversation.events:
+        if isinstance(event, ToolResultEvent) and event.response_id == response_id:
+            open_calls.pop(event.call_id, None)
+    for call in open_calls.values():
+        result = ToolResultEvent(
+            seq=conversation.next_seq(),
+            created_at=datetime.now(UTC),
+            response_id=response_id,
+            call_id=call.call_id,
+            name=call.name,
+            ok=False,
+            error="aborted",
+        )
+        conversation.record(result)
+        await conversation.send(result)
+    message = AssistantMessageEvent(
+        seq=conversation.next_seq(),
+        created_at=datetime.now(UTC),
+        response_id=response_id,
+        status=ResponseStatus.FAILED,
+        text=text,
+        finish_reason="error",
+        usage=None,
+        model=conversation.session_record.model,
+        error=ErrorInfo(
+            code=ErrorCode.INTERNAL_ERROR,
+            message="the server running this response stopped; please retry",
+        ),
+    )
+    conversation.record(message)
+    await conversation.send(done_frame(message))
+
+
 class TaskFactory(Protocol):
     def __call__(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]: ...
-
-
-class RemoteJoins:
-    """The hub's side of joining responses that run on other instances."""
-
-    def __init__(
-        self, host: JoinHost, bus: ResponseBus, leases: LeaseKeeper, deps: ConversationDeps
-    ) -> None:
-        self._host = host
-        self._bus = bus
-        self._leases = leases
-        self._deps = deps
-        self._active: set[RemoteJoin] = set()
-
-    async def claimed_elsewhere(self, session_id: str) -> bool:
-        """A client on another instance has joined the session's response."""
-        try:
-            return await self._bus.claimed(session_id)
-        except BusUnavailable:
-            return False
-
-    async def join(
-        self, session_id: str, *, after_seq: int, sink: FrameSink
-    ) -> tuple[RemoteJoin, SessionReady] | None:
-        """Join the session's response running on another instance through the bus; None when
-        the bus knows none, fails, or misses some of its frames (then the caller waits for the
-        stored result). `ConnectRefused`-worthy busy is raised as `JoinBusy`."""
-        stored = await self._deps.store.events.read(session_id)
-        token = RemoteJoin.new_claim_token()
-        try:
-            response_id = await self._bus.running_response(session_id)
-            if response_id is None:
-                return None
-            if not await self._bus.claim(session_id, token, ttl_s=CLAIM_TTL_S):
-                raise JoinBusy(session_id)
-            entries = await self._bus.read(response_id, after="0", block_ms=0)
-        except BusUnavailable as e:
-            log.warning("the message bus does not answer; the resume waits instead: %s", e)
-            self._deps.metrics.joins.labels(where="fallback").inc()
-            return None
-        if not entries or not _gapless(entries, 0) or isinstance(entries[-1].frame, ResponseDone):
-            # Trimmed, published with gaps, or already over: the stored result is complete.
-            self._deps.metrics.joins.labels(where="fallback").inc()
-            await self._release(session_id, token)
-            return None
-        ready = ready_of_join(
-            session_id,
-            stored,
-            [entry.frame for entry in entries],
-            response_id=response_id,
-            after_seq=after_seq,
-            model=self._deps.provider.model,
-        )
-        join = RemoteJoin(
-            self._host,
-            session_id=session_id,
-            response_id=response_id,
-            frames=entries,
-            bus=self._bus,
-            leases=self._leases,
-            sink=sink,
-            claim_token=token,
-            sent_upto_seq=max((event.seq for event in stored), default=0),
-        )
-        self._active.add(join)
-        return join, ready
-
-    def active(self) -> list[RemoteJoin]:
-        """The connections joined to responses of other instances."""
-        return list(self._active)
-
-    def ended(self, join: RemoteJoin) -> None:
-        """The join became a conversation or ended: its claim goes."""
-        self._active.discard(join)
-        self._deps.supervisor.spawn(
-            self._release(join.session_id, join.claim_token), name=f"unclaim-{join.session_id}"
-        )
-
-    async def _release(self, session_id: str, token: str) -> None:
-        with contextlib.suppress(BusUnavailable):  # it expires by itself (CLAIM_TTL_S)
-            await self._bus.release_claim(session_id, token)
-
-
-class JoinBusy(Exception):
-    """A client on another instance has joined the session's running response."""
 
 
 _DELETED = Ending(ErrorCode.SESSION_NOT_FOUND, "this session was deleted", 4404)
