@@ -34,6 +34,12 @@ def own_redis() -> Iterator[PrivateRedis]:
         yield server
 
 
+async def _start(start_instance: StartInstance, count: int, redis_url: str) -> list[ServerProcess]:
+    """Start server processes at once, off the event loop (a start is a fork and a wait)."""
+    starts = [asyncio.to_thread(start_instance, REDIS_URL=redis_url) for _ in range(count)]
+    return list(await asyncio.gather(*starts))
+
+
 async def _open(instance: ServerProcess, session_id: str | None = None) -> WsClient:
     url = instance.ws_url if session_id is None else f"{instance.ws_url}?session_id={session_id}"
     return WsClient(await connect(url, open_timeout=10))
@@ -65,7 +71,7 @@ def _text(ready: Frame, tail: list[Frame]) -> str:
 async def test_a_resume_on_another_instance_joins_the_answer_live_and_goes_on_there(
     start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
 ) -> None:
-    running, other = start_instance(REDIS_URL=redis_url), start_instance(REDIS_URL=redis_url)
+    running, other = await _start(start_instance, 2, redis_url)
     gate = Gate()
     fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate), text_reply("second answer"))
     session_id = await _ask_and_leave(running)
@@ -85,7 +91,7 @@ async def test_a_resume_on_another_instance_joins_the_answer_live_and_goes_on_th
 async def test_cancel_from_the_joined_instance_cancels_the_answer_where_it_runs(
     start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
 ) -> None:
-    running, other = start_instance(REDIS_URL=redis_url), start_instance(REDIS_URL=redis_url)
+    running, other = await _start(start_instance, 2, redis_url)
     gate = Gate()
     fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate))
     session_id = await _ask_and_leave(running)
@@ -101,7 +107,7 @@ async def test_cancel_from_the_joined_instance_cancels_the_answer_where_it_runs(
 async def test_a_second_connection_on_a_third_instance_is_busy_while_one_is_joined(
     start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
 ) -> None:
-    running, joined_on, third = (start_instance(REDIS_URL=redis_url) for _ in range(3))
+    running, joined_on, third = await _start(start_instance, 3, redis_url)
     gate = Gate()
     fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate))
     session_id = await _ask_and_leave(running)
@@ -123,19 +129,18 @@ async def test_a_second_connection_on_a_third_instance_is_busy_while_one_is_join
 async def test_redis_stopped_mid_answer_the_joined_client_gets_the_stored_result_then_recovers(
     start_instance: StartInstance, fake_groq: FakeGroq, own_redis: PrivateRedis
 ) -> None:
-    running = start_instance(REDIS_URL=own_redis.url)
-    other = start_instance(REDIS_URL=own_redis.url)
+    running, other = await _start(start_instance, 2, own_redis.url)
     gate, later = Gate(), Gate()
     fake_groq.script(
         gated_reply(*BEFORE, after=AFTER, gate=gate), gated_reply(*BEFORE, after=AFTER, gate=later)
     )
     session_id = await _ask_and_leave(running)
     client, ready = await _join(other, session_id)
-    own_redis.stop()
+    await asyncio.to_thread(own_redis.stop)
     gate.open()
     tail = await client.recv_until("response.done", timeout=20)
     # Redis is back: the next answer is joined live again, the other way round.
-    own_redis.start()
+    await asyncio.to_thread(own_redis.start)
     await client.send({"type": "user.message", "text": "again", "id": "m2"})
     await client.recv_until("user.message")
     for _ in BEFORE:
@@ -154,13 +159,13 @@ async def test_redis_stopped_mid_answer_the_joined_client_gets_the_stored_result
 async def test_the_running_instance_killed_the_joined_client_gets_a_clean_failed_end(
     start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
 ) -> None:
-    doomed, survivor = start_instance(REDIS_URL=redis_url), start_instance(REDIS_URL=redis_url)
+    doomed, survivor = await _start(start_instance, 2, redis_url)
     gate = Gate()
     fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate), text_reply("after the crash"))
     session_id = await _ask_and_leave(doomed)
     client, ready = await _join(survivor, session_id)
     doomed.signal(signal.SIGKILL)
-    doomed.wait()
+    await asyncio.to_thread(doomed.wait)
     done = (await client.recv_until("response.done", timeout=20))[-1]
     next_answer = (await client.ask("still there?", message_id="m2"))[-1]
     await client.connection.close()
@@ -173,7 +178,7 @@ async def test_the_running_instance_killed_the_joined_client_gets_a_clean_failed
 async def test_fifty_clients_join_fifty_running_answers_on_the_other_instance(
     start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
 ) -> None:
-    running, other = start_instance(REDIS_URL=redis_url), start_instance(REDIS_URL=redis_url)
+    running, other = await _start(start_instance, 2, redis_url)
     gate = Gate()
     fake_groq.script(*[gated_reply(*BEFORE, after=AFTER, gate=gate) for _ in range(CLIENTS)])
     session_ids = await asyncio.gather(*[_ask_and_leave(running) for _ in range(CLIENTS)])
