@@ -14,6 +14,7 @@ in batches; when Redis is slow or down, frames that do not fit are dropped and c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,9 @@ CANCEL_CHANNEL = "chat:cancel"
 # A running response's key lives this long at most (an instance killed mid-answer leaves it).
 _LIVE_KEY_TTL_S = 3600
 _BATCH_MAX = 500
+# Pauses between attempts to subscribe again to the cancel channel while Redis is down.
+_RESUBSCRIBE_FIRST_S = 0.5
+_RESUBSCRIBE_MAX_S = 5.0
 _CONNECT_TIMEOUT_S = 1.0
 # Above the longest blocking read (`follow`), so a blocked read is not cut as a timeout.
 _SOCKET_TIMEOUT_S = 5.0
@@ -102,6 +106,7 @@ class ResponseBus:
         self._ttl_ms = int(ttl_s * 1000)
         self._outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=buffer_max)
         self._failing = False
+        self._subscribed = False
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -154,10 +159,27 @@ class ResponseBus:
         self._failing = False
 
     async def listen_for_cancels(self, live: LiveResponses) -> None:
-        """The cancel service: a client joined on another instance cancels a response here."""
+        """The cancel service: a client joined on another instance cancels a response here.
+        Redis being down is not a failure of this instance (its `/readyz` stays ready): the
+        listener subscribes again, with a growing pause, for ever."""
+        pause_s = _RESUBSCRIBE_FIRST_S
+        while True:
+            try:
+                await self._listen(live)
+            except BusUnavailable as e:
+                if pause_s == _RESUBSCRIBE_FIRST_S:
+                    log.warning("cannot listen for cancels on the message bus: %s", e)
+            pause_s = (
+                _RESUBSCRIBE_FIRST_S if self._subscribed else min(pause_s * 2, _RESUBSCRIBE_MAX_S)
+            )
+            self._subscribed = False
+            await asyncio.sleep(pause_s)
+
+    async def _listen(self, live: LiveResponses) -> None:
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(CANCEL_CHANNEL)
+            self._subscribed = True
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if message is not None and message["type"] == "message":
@@ -165,7 +187,8 @@ class ResponseBus:
         except (RedisError, OSError) as e:
             raise BusUnavailable(str(e)) from e
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- joining (an instance with the client's connection) --------------------------------
 

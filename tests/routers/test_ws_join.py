@@ -202,5 +202,9 @@ async def test_a_dead_redis_neither_holds_up_an_answer_nor_a_join(
         return "chat_bus_dropped_frames_total 0.0" not in metrics[-1]
 
     await wait_until(dropped, what="the publisher to give up on the frames")
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as http:
+        readiness = await http.get("/readyz")
+    # Redis down is no reason to take this instance out of the load balancer.
+    assert readiness.status_code == 200, readiness.text
     assert ready["live_response"]["text"] + _deltas(tail) == tail[-1]["text"] == WHOLE
     assert 'chat_response_joins_total{where="local"} 1.0' in metrics[-1]
