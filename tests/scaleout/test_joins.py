@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.fakes.groq_server import FakeGroq, Gate, gated_reply, text_reply
+from tests.fakes.groq_server import FakeGroq, Gate, gated_reply, text_reply, tool_call_reply
 from tests.scaleout.conftest import StartInstance
 from tests.support.client import Frame, WsClient
 from tests.support.private_redis import PrivateRedis, private_redis, shared_redis_url
@@ -35,9 +36,9 @@ def own_redis() -> Iterator[PrivateRedis]:
 
 
 async def _start(start_instance: StartInstance, count: int, redis_url: str) -> list[ServerProcess]:
-    """Start server processes at once, off the event loop (a start is a fork and a wait)."""
-    starts = [asyncio.to_thread(start_instance, REDIS_URL=redis_url) for _ in range(count)]
-    return list(await asyncio.gather(*starts))
+    """Start server processes one after the other, off the event loop (a start is a fork and
+    a wait)."""
+    return [await asyncio.to_thread(start_instance, REDIS_URL=redis_url) for _ in range(count)]
 
 
 async def _open(instance: ServerProcess, session_id: str | None = None) -> WsClient:
@@ -86,6 +87,42 @@ async def test_a_resume_on_another_instance_joins_the_answer_live_and_goes_on_th
     assert tail[-1]["status"] == "completed"
     assert [e["type"] for e in ready["events"]] == ["user.message"]
     assert (second["status"], second["text"]) == ("completed", "second answer")
+
+
+async def test_tool_events_before_and_after_a_remote_join_reach_the_client_once(
+    start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
+) -> None:
+    running, other = await _start(start_instance, 2, redis_url)
+    gate = Gate()
+    # A tool round, then a round that says half its text and is held before its own tool call.
+    later_call = tool_call_reply(("calculate", {"expression": "6*7"}), text_before=BEFORE)
+    fake_groq.script(
+        tool_call_reply(("get_current_time", {})),
+        replace(later_call, gate=gate, gate_at=len(BEFORE)),
+        text_reply(*AFTER),
+    )
+    client = await _open(running)
+    session_id = str((await client.ready())["session_id"])
+    await client.send({"type": "user.message", "text": "a question", "id": "m1"})
+    await client.recv_until("tool.result")
+    for _ in BEFORE:
+        await client.recv_until("response.delta")
+    await client.connection.close()
+    joined, ready = await _join(other, session_id)
+    gate.open()
+    tail = await joined.recv_until("response.done")
+    await joined.connection.close()
+    seen = [e for e in ready["events"] if e["type"] != "user.message"] + [
+        f for f in tail if f["type"] in ("tool.call", "tool.result")
+    ]
+    assert [(e["type"], e["name"], e["seq"]) for e in seen] == [
+        ("tool.call", "get_current_time", 2),
+        ("tool.result", "get_current_time", 3),
+        ("tool.call", "calculate", 4),
+        ("tool.result", "calculate", 5),
+    ]
+    assert _text(ready, tail) == tail[-1]["text"] == WHOLE
+    assert tail[-1]["seq"] == 6
 
 
 async def test_cancel_from_the_joined_instance_cancels_the_answer_where_it_runs(
