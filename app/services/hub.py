@@ -132,7 +132,9 @@ class SessionHub:
 
     def is_live(self, session_id: str) -> bool:
         conversation = self._live.get(session_id)
-        return conversation is not None and conversation.state is ConversationState.OPEN
+        if conversation is not None and conversation.state is ConversationState.OPEN:
+            return True
+        return self._remote is not None and self._remote.of_session(session_id) is not None
 
     async def connect(
         self,
@@ -340,6 +342,9 @@ class SessionHub:
         conversation = self._live.get(session_id)
         if conversation is not None:
             conversation.end(SESSION_DELETED)
+        join = None if self._remote is None else self._remote.of_session(session_id)
+        if join is not None and join.conversation is None:
+            self._deps.supervisor.spawn(join.end(SESSION_DELETED), name=f"end-{session_id}")
 
     def _on_refused(self, lease: Lease, error: WriteRefused) -> None:
         self._deps.metrics.store_refusals.inc()

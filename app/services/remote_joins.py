@@ -63,7 +63,7 @@ class RemoteJoins:
         self._bus = bus
         self._leases = leases
         self._deps = deps
-        self._active: set[RemoteJoin] = set()
+        self._active: dict[str, RemoteJoin] = {}
 
     async def claimed_elsewhere(self, session_id: str) -> bool:
         """A client on another instance has joined the session's response."""
@@ -115,16 +115,21 @@ class RemoteJoins:
             claim_token=token,
             sent_upto_seq=max((event.seq for event in stored), default=0),
         )
-        self._active.add(join)
+        self._active[session_id] = join
         return join, ready
+
+    def of_session(self, session_id: str) -> RemoteJoin | None:
+        """The connection here joined to the session's response elsewhere, if there is one."""
+        return self._active.get(session_id)
 
     def active(self) -> list[RemoteJoin]:
         """The connections joined to responses of other instances."""
-        return list(self._active)
+        return list(self._active.values())
 
     def ended(self, join: RemoteJoin) -> None:
         """The join became a conversation or ended: its claim goes."""
-        self._active.discard(join)
+        if self._active.get(join.session_id) is join:
+            del self._active[join.session_id]
         self._deps.supervisor.spawn(
             self._release(join.session_id, join.claim_token), name=f"unclaim-{join.session_id}"
         )
