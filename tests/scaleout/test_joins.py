@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import replace
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 
@@ -77,6 +78,8 @@ async def test_a_resume_on_another_instance_joins_the_answer_live_and_goes_on_th
     fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate), text_reply("second answer"))
     session_id = await _ask_and_leave(running)
     client, ready = await _join(other, session_id)
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+        view = (await http.get(f"http://127.0.0.1:{other.port}/api/sessions/{session_id}")).json()
     gate.open()
     tail = await client.recv_until("response.done")
     # The lease passed to the instance holding the connection: the next turn is answered there.
@@ -87,6 +90,7 @@ async def test_a_resume_on_another_instance_joins_the_answer_live_and_goes_on_th
     assert tail[-1]["status"] == "completed"
     assert [e["type"] for e in ready["events"]] == ["user.message"]
     assert (second["status"], second["text"]) == ("completed", "second answer")
+    assert view["status"] == "active"
 
 
 async def test_tool_events_before_and_after_a_remote_join_reach_the_client_once(
