@@ -40,7 +40,7 @@ from app.protocol import (
 )
 from app.services.conversation import Conversation, Ending, FrameSink
 from app.services.leases import LeaseKeeper
-from app.services.response_bus import BusEntry, BusUnavailable, ResponseBus
+from app.services.response_bus import BusEntry, BusUnavailable, ResponseBus, gapless
 from app.services.runner import done_frame
 
 log = logging.getLogger(__name__)
@@ -84,10 +84,6 @@ class _Seen:
     done: bool = False
     next_index: int = 0
     last_entry: str = "0"
-
-
-def gapless(entries: Sequence[BusEntry], first: int) -> bool:
-    return all(entry.index == first + n for n, entry in enumerate(entries))
 
 
 class RemoteJoin:

@@ -19,9 +19,9 @@ from app.protocol import (
     ToolResultEvent,
 )
 from app.services.conversation import ConversationDeps, FrameSink
-from app.services.joining import CLAIM_TTL_S, JoinHost, RemoteJoin, gapless
+from app.services.joining import CLAIM_TTL_S, JoinHost, RemoteJoin
 from app.services.leases import LeaseKeeper
-from app.services.response_bus import BusUnavailable, ResponseBus
+from app.services.response_bus import BusUnavailable, ResponseBus, gapless
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,11 @@ class BusUnavailable(Exception):
     """Redis did not answer; joins fall back to the stored result."""
 
 
+class FramesMissing(BusUnavailable):
+    """The stream does not hold the response from its start without gaps (Redis restarted,
+    a publish was dropped, or the stream was trimmed): only the store has it whole."""
+
+
 def stream_key(response_id: str) -> str:
     return f"chat:response:{response_id}"
 
@@ -66,6 +72,37 @@ class BusEntry:
     entry_id: str
     index: int
     frame: ResponseFrame
+
+
+def gapless(entries: Sequence[BusEntry], first: int) -> bool:
+    """The entries are the frames numbered `first`, `first + 1`, ... with none missing."""
+    return all(entry.index == first + n for n, entry in enumerate(entries))
+
+
+@dataclass(slots=True)
+class BusSubscription:
+    """A response running on some instance, read from its stream: `so_far`, its frames from
+    its start, and `rest()`, the ones that follow through `response.done`."""
+
+    response_id: str
+    so_far: list[ResponseFrame]
+    bus: ResponseBus
+    after: str
+    next_index: int
+
+    async def rest(self, *, block_ms: int = 1000) -> AsyncIterator[ResponseFrame]:
+        """The frames after `so_far`, live. Raises `BusUnavailable` when Redis fails and
+        `FramesMissing` at a gap; it waits as long as the response runs, so a caller bounds it
+        (the instance running the response may die: its lease comes free)."""
+        while True:
+            entries = await self.bus.read(self.response_id, after=self.after, block_ms=block_ms)
+            if not gapless(entries, self.next_index):
+                raise FramesMissing(self.response_id)
+            for entry in entries:
+                self.next_index, self.after = entry.index + 1, entry.entry_id
+                yield entry.frame
+                if isinstance(entry.frame, ResponseDone):
+                    return
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +233,19 @@ class ResponseBus:
         """The id of the session's response running on some instance, if the bus knows one."""
         value = await self._call(self._redis.get(live_key(session_id)))
         return None if value is None else _text(value)
+
+    async def subscribe(self, session_id: str) -> BusSubscription | None:
+        """The session's response running on any instance, from its start (then live with
+        `rest()`); None when none runs. Raises `BusUnavailable`, or `FramesMissing` when the
+        stream cannot give the response whole (then wait for the stored result)."""
+        response_id = await self.running_response(session_id)
+        if response_id is None:
+            return None
+        entries = await self.read(response_id, after="0", block_ms=0)
+        if not entries or not gapless(entries, 0):
+            raise FramesMissing(response_id)
+        frames = [entry.frame for entry in entries]
+        return BusSubscription(response_id, frames, self, entries[-1].entry_id, len(entries))
 
     async def read(self, response_id: str, *, after: str, block_ms: int) -> list[BusEntry]:
         """The response's frames after entry `after` ("0" = from the start); waits at most

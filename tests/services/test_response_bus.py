@@ -1,0 +1,121 @@
+"""The message bus on a real Redis: what one instance publishes of a running response, another
+subscribes to from its start and follows live; a stream with a frame missing is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+from app.protocol import ResponseDelta, ResponseDone, ResponseStarted, ResponseStatus
+from app.services.metrics import Metrics
+from app.services.response_bus import FramesMissing, ResponseBus, connect_redis
+from app.services.response_feed import LiveResponses, ResponseFeed
+from tests.support.private_redis import shared_redis_url
+from tests.support.waiting import wait_until
+
+
+def _bus(*, buffer_max: int = 100) -> ResponseBus:
+    redis = connect_redis(shared_redis_url())
+    return ResponseBus(redis, Metrics(), maxlen=1000, ttl_s=5, buffer_max=buffer_max)
+
+
+@pytest_asyncio.fixture
+async def reader() -> AsyncIterator[ResponseBus]:
+    bus = _bus()
+    yield bus
+    await bus.aclose()
+
+
+async def _publishing(bus: ResponseBus, live: LiveResponses) -> asyncio.Task[None]:
+    live.add_listener(bus.offer)
+    return asyncio.create_task(bus.publish(), name="publisher")
+
+
+async def _stop(task: asyncio.Task[None], bus: ResponseBus) -> None:
+    task.cancel()
+    await asyncio.wait([task])
+    await bus.aclose()
+
+
+def _done(feed: ResponseFeed, text: str) -> ResponseDone:
+    return ResponseDone(
+        seq=2,
+        response_id=feed.response_id,
+        status=ResponseStatus.COMPLETED,
+        text=text,
+        finish_reason="stop",
+        usage=None,
+    )
+
+
+async def _published(reader: ResponseBus, session_id: str, frames: int) -> None:
+    async def there() -> bool:
+        subscription = await reader.subscribe(session_id)
+        return subscription is not None and len(subscription.so_far) >= frames
+
+    await wait_until(there, what=f"{frames} frames on the bus")
+
+
+async def test_a_subscriber_gets_the_frames_so_far_then_the_rest_live(
+    reader: ResponseBus,
+) -> None:
+    live, writer = LiveResponses(), _bus()
+    publisher = await _publishing(writer, live)
+    session_id, response_id = str(uuid.uuid4()), f"resp_{uuid.uuid4().hex}"
+    try:
+        feed = live.start(session_id, response_id, cancel=lambda: None)
+        feed.add(ResponseStarted(response_id=response_id))
+        feed.add(ResponseDelta(response_id=response_id, text="Hel"))
+        await _published(reader, session_id, 2)
+        subscription = await reader.subscribe(session_id)
+        assert subscription is not None
+        feed.add(ResponseDelta(response_id=response_id, text="lo"))
+        feed.add(_done(feed, "Hello"))
+        rest = [frame async for frame in subscription.rest(block_ms=100)]
+    finally:
+        await _stop(publisher, writer)
+    assert [f.type for f in subscription.so_far] == ["response.started", "response.delta"]
+    assert [f.type for f in rest] == ["response.delta", "response.done"]
+    # Ended: the session has no running response on the bus any more.
+    assert await reader.subscribe(session_id) is None
+
+
+async def test_a_stream_missing_a_frame_is_refused_for_the_stored_result(
+    reader: ResponseBus,
+) -> None:
+    # A buffer of two frames: the third, offered before the publisher runs, is dropped.
+    live, writer = LiveResponses(), _bus(buffer_max=2)
+    publisher = await _publishing(writer, live)
+    session_id, response_id = str(uuid.uuid4()), f"resp_{uuid.uuid4().hex}"
+    try:
+        feed = live.start(session_id, response_id, cancel=lambda: None)
+        feed.add(ResponseStarted(response_id=response_id))
+        for text in ("a", "b", "c"):
+            feed.add(ResponseDelta(response_id=response_id, text=text))
+        await _published(reader, session_id, 2)
+        feed.add(ResponseDelta(response_id=response_id, text="d"))
+        await wait_until(lambda: _has_gap(reader, session_id), what="the frame after the gap")
+    finally:
+        await _stop(publisher, writer)
+
+
+async def _has_gap(reader: ResponseBus, session_id: str) -> bool:
+    try:
+        await reader.subscribe(session_id)
+    except FramesMissing:
+        return True
+    return False
+
+
+async def test_offering_never_waits_even_with_no_room_and_no_publisher() -> None:
+    bus = _bus(buffer_max=1)
+    live = LiveResponses()
+    live.add_listener(bus.offer)
+    feed = live.start("s", "resp_x", cancel=lambda: None)
+    for n in range(1000):  # no publisher runs at all: every frame past the first is dropped
+        feed.add(ResponseDelta(response_id="resp_x", text=str(n)))
+    await bus.aclose()
+    assert feed.text == "".join(str(n) for n in range(1000))
