@@ -223,6 +223,8 @@ async def _connection(websocket: WebSocket, runtime: Runtime, span: ConnectionSp
         span.refused(e.code.value)
         await refuse(websocket, e)
         return
+    # No await from `connect` to the send of `ready`: a joined response's frames, sent from
+    # now on, must queue behind it (docs/architecture.md, "Resume").
     span.attached(session_id=ready.session_id, owner=owner, resumed=ready.resumed)
     runtime.metrics.open_connections.inc()
     # Logs of this connection and of the tasks it starts carry the session id.

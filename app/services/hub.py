@@ -151,17 +151,19 @@ class SessionHub:
             raise ConnectRefused(
                 ErrorCode.INTERNAL_ERROR, "the server is shutting down; reconnect", retryable=True
             )
+        connection: Connection
         try:
             if session_id is None:
-                conversation, ready = await self._start_new(owner, sink)
+                connection, ready = await self._start_new(owner, sink)
             else:
-                conversation, ready = await self._resume(
+                connection, ready = await self._resume(
                     session_id, after_seq=after_seq, owner=owner, sink=sink
                 )
         except StoreError as e:
             raise _store_refusal(e) from e
-        conversation.credentials = credentials
-        return conversation, ready
+        # A joined conversation takes the new client's token; a remote join hands it on later.
+        connection.credentials = credentials
+        return connection, ready
 
     async def _start_new(
         self, owner: str | None, sink: FrameSink
