@@ -18,17 +18,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from app.protocol import ResponseDone, ResponseFrame, ResponseStarted, response_frame_adapter
 from app.services.metrics import Metrics
 from app.services.response_feed import LiveResponses, ResponseFeed
+
+if TYPE_CHECKING:
+    # Imported where a bus is made (`connect_redis`), never before: the `redis` package loads
+    # the OpenTelemetry SDK at import, which an instance without REDIS_URL must not pay for.
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,10 @@ class _Outgoing:
 def connect_redis(url: str) -> Redis:
     """A client that fails fast when Redis is down: one immediate retry, on a new connection
     (a pooled connection to a Redis that restarted fails once), then the caller falls back."""
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     client: Redis = Redis.from_url(
         url,
         socket_connect_timeout=_CONNECT_TIMEOUT_S,
@@ -137,8 +142,12 @@ class ResponseBus:
         ttl_s: float,
         buffer_max: int,
     ) -> None:
+        from redis.exceptions import RedisError
+
         self._redis = redis
         self._metrics = metrics
+        # What a call to Redis raises when Redis is down or slow.
+        self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
         self._maxlen = maxlen
         self._ttl_ms = int(ttl_s * 1000)
         self._outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue(maxsize=buffer_max)
@@ -185,7 +194,7 @@ class ResponseBus:
             pipe.expire(key, _LIVE_KEY_TTL_S)
         try:
             await pipe.execute()
-        except (RedisError, OSError) as e:
+        except self._failures as e:
             self._metrics.bus_dropped_frames.inc(len(batch))
             if not self._failing:
                 log.warning("the message bus does not answer; joins elsewhere wait: %s", e)
@@ -221,10 +230,10 @@ class ResponseBus:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if message is not None and message["type"] == "message":
                     live.cancel(_text(message["data"]))
-        except (RedisError, OSError) as e:
+        except self._failures as e:
             raise BusUnavailable(str(e)) from e
         finally:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*self._failures):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- joining (an instance with the client's connection) --------------------------------
@@ -285,7 +294,7 @@ class ResponseBus:
     async def _call(self, awaitable: Any) -> Any:
         try:
             return await awaitable
-        except (RedisError, OSError) as e:
+        except self._failures as e:
             raise BusUnavailable(str(e)) from e
 
 
