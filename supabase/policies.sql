@@ -68,3 +68,15 @@ create policy user_profiles_read on public.user_profiles for select to authentic
 alter table public.session_leases enable row level security;
 revoke all on public.session_leases from anon, authenticated;
 grant all on public.session_leases to service_role;
+
+-- Usage per owner and housekeeping claims (schema version 5): the servers only. The functions
+-- the REST store calls run as their caller (the service role); nobody else may call them.
+alter table public.owner_usage enable row level security;
+alter table public.housekeeping_claims enable row level security;
+revoke all on public.owner_usage, public.housekeeping_claims from anon, authenticated;
+grant all on public.owner_usage, public.housekeeping_claims to service_role;
+revoke all on function public.count_answer_tokens() from public, anon, authenticated;
+revoke all on function public.take_owner_usage(jsonb) from public, anon, authenticated;
+revoke all on function public.live_sessions_of(jsonb) from public, anon, authenticated;
+revoke all on function public.claim_housekeeping(jsonb) from public, anon, authenticated;
+revoke all on function public.delete_old_sessions(jsonb) from public, anon, authenticated;

@@ -1,12 +1,14 @@
 """The store's seams: one small protocol per concept, the records they trade in, and their errors.
 
-A `Store` bundles five seams, each implemented for SQLite, PostgreSQL and Supabase (REST):
+A `Store` bundles seven seams, each implemented for SQLite, PostgreSQL and Supabase (REST):
 
 - `EventLog`: a session's events, appended by the writer that holds the session's lease (fenced);
 - `SessionRepository`: the session rows (create, read with the live flag, list, delete);
 - `LeaseRepository`: one live connection per session across instances, with an epoch per holding;
 - `JobClaims`: summary and title jobs, claimed with a token that every later write checks;
-- `ProfileRepository`: the demo profiles behind the `fetch_user_profile` tool.
+- `ProfileRepository`: the demo profiles behind the `fetch_user_profile` tool;
+- `UsageRepository`: what each owner used (tokens per day, new sessions per hour, live sessions);
+- `RetentionRepository`: the sweep of empty and idle sessions, claimed by one instance at a time.
 """
 
 from __future__ import annotations
@@ -324,6 +326,54 @@ class ProfileRepository(Protocol):
     async def get(self, user_id: str) -> dict[str, JsonValue] | None: ...
 
 
+UsageKind = Literal["tokens", "sessions"]
+# The owner of every session when auth is off (owners are `key:...` or `user:...` otherwise).
+SHARED_OWNER = ""
+
+
+class UsageRepository(Protocol):
+    """What each owner used, counted in the store so that limits hold across instances and
+    restarts. Windows are named by their start (a UTC day for tokens, a UTC hour for sessions);
+    the tokens of an answer are counted by the store itself as its `assistant.message` is
+    appended (its `usage`), once."""
+
+    async def amount(self, owner: str, kind: UsageKind, *, window_start: datetime) -> int:
+        """How much of `kind` the owner used in the window (0 when nothing)."""
+        ...
+
+    async def take(
+        self, owner: str, kind: UsageKind, *, window_start: datetime, limit: int
+    ) -> bool:
+        """Count one more of `kind` in the window unless it already holds `limit`: atomic, so
+        instances racing for the last one cannot both have it. True when taken."""
+        ...
+
+    async def live_sessions(self, owner: str, *, limit: int) -> list[str]:
+        """The owner's sessions with a live, unexpired lease (any instance), at most `limit`."""
+        ...
+
+    async def forget_before(self, before: datetime) -> int:
+        """Delete the windows that started before `before`; how many."""
+        ...
+
+
+RetentionKind = Literal["empty", "idle"]
+
+
+class RetentionRepository(Protocol):
+    """Old sessions swept away in small batches, by one instance at a time."""
+
+    async def claim(self, name: str, *, holder: str, ttl_s: float) -> bool:
+        """Take or keep the housekeeping claim `name` for `ttl_s`; True when `holder` has it."""
+        ...
+
+    async def delete_sessions(self, kind: RetentionKind, *, before: datetime, batch: int) -> int:
+        """Delete at most `batch` sessions that no live or closing lease holds: `empty` ones (no
+        event) created before `before`, or `idle` ones (no event since `before`), with their
+        events, lease and summaries. How many were deleted."""
+        ...
+
+
 class Store(Protocol):
     """One backend: its seams, opened and closed together."""
 
@@ -346,6 +396,12 @@ class Store(Protocol):
 
     @property
     def profiles(self) -> ProfileRepository: ...
+
+    @property
+    def usage(self) -> UsageRepository: ...
+
+    @property
+    def retention(self) -> RetentionRepository: ...
 
     async def open(self) -> None:
         """Connect and create or migrate the schema."""

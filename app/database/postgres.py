@@ -21,7 +21,9 @@ from app.database.sql.events import SqlEventReads, message_id_of
 from app.database.sql.jobs import SqlJobs
 from app.database.sql.leases import SqlLeases
 from app.database.sql.profiles import SqlProfiles
+from app.database.sql.retention import SqlRetention
 from app.database.sql.sessions import SqlSessions
+from app.database.sql.usage import SqlUsage
 from app.protocol import stored_event_adapter
 
 # Supavisor's transaction mode: a connection is shared between clients from one transaction to the
@@ -208,6 +210,8 @@ class PostgresStore:
         self.leases = SqlLeases(runner)
         self.jobs = SqlJobs(runner)
         self.profiles = SqlProfiles(runner)
+        self.usage = SqlUsage(runner)
+        self.retention = SqlRetention(runner)
 
     @property
     def statement_cache(self) -> bool:

@@ -26,7 +26,9 @@ from app.database.sql.events import SqlEventReads, event_data, message_id_of
 from app.database.sql.jobs import SqlJobs
 from app.database.sql.leases import SqlLeases
 from app.database.sql.profiles import SqlProfiles
+from app.database.sql.retention import SqlRetention
 from app.database.sql.sessions import SqlSessions
+from app.database.sql.usage import SqlUsage
 from app.protocol import StoredEvent
 
 _PING_TIMEOUT_S = 1.0
@@ -284,6 +286,8 @@ class SqliteStore:
         self.leases = SqlLeases(self._runner)
         self.jobs = SqlJobs(self._runner)
         self.profiles = SqlProfiles(self._runner)
+        self.usage = SqlUsage(self._runner)
+        self.retention = SqlRetention(self._runner)
 
     async def open(self) -> None:
         await self._runner.open()

@@ -95,7 +95,8 @@ async def clear_tables(dsn: str) -> None:
     try:
         await conn.execute(
             "do $$ begin if to_regclass('public.sessions') is not null then "
-            "truncate sessions, session_events, session_leases, user_profiles cascade; "
+            "truncate sessions, session_events, session_leases, user_profiles, owner_usage, "
+            "housekeeping_claims cascade; "
             "end if; end $$"
         )
     finally:

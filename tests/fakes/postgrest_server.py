@@ -30,7 +30,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 SERVICE_KEY = "test-service-role-key"
-TABLES = ("sessions", "session_events", "user_profiles", "schema_version", "session_leases")
+TABLES = (
+    "sessions",
+    "session_events",
+    "user_profiles",
+    "schema_version",
+    "session_leases",
+    "owner_usage",
+)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _OPERATORS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _RESERVED_PARAMS = {"select", "order", "limit", "offset", "on_conflict", "columns", "or"}
@@ -54,6 +61,16 @@ EXPECTATIONS: dict[tuple[str, str], Expectation] = {
     # Events go in only through the schema's fenced append function (one call = one
     # transaction), at most 500 a call.
     ("POST", "rpc/append_session_events"): Expectation(max_rows=500),
+    # Usage and retention: one function call each, with one JSON object argument (`request`).
+    **{
+        ("POST", f"rpc/{function}"): Expectation()
+        for function in (
+            "take_owner_usage",
+            "live_sessions_of",
+            "claim_housekeeping",
+            "delete_old_sessions",
+        )
+    },
     ("POST", "user_profiles"): Expectation(
         prefer=frozenset({"return=minimal", "resolution=merge-duplicates"}),
         params={"on_conflict": "user_id"},
@@ -67,6 +84,7 @@ EXPECTATIONS: dict[tuple[str, str], Expectation] = {
     ),
     ("PATCH", "session_leases"): Expectation(filtered=True),
     ("DELETE", "sessions"): Expectation(filtered=True),
+    ("DELETE", "owner_usage"): Expectation(filtered=True),
 }
 
 
@@ -431,11 +449,14 @@ class FakePostgrest:
         values = [json.dumps(value) for value in arguments.values()]
         assert self._pool is not None
         try:
-            # The functions our store calls return nothing: PostgREST answers 204 for them.
-            await self._pool.execute(f"select public.{function}({named})", *values)
+            result = await self._pool.fetchval(f"select public.{function}({named})", *values)
         except asyncpg.PostgresError as e:
             return postgres_error(e)
-        return Response(status_code=204)
+        if result is None:
+            return Response(status_code=204)  # PostgREST's answer for a function of no result
+        # A scalar as its JSON; `jsonb` comes from the driver as its JSON text already.
+        body = result.encode() if isinstance(result, str) else orjson.dumps(result)
+        return Response(body, 200, media_type="application/json")
 
     async def _run(self, recorded: Recorded) -> Response:
         sql = _Sql(recorded.table, self._types[recorded.table])

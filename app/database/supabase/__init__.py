@@ -14,6 +14,7 @@ from app.database.supabase.leases import RestLeases
 from app.database.supabase.profiles import RestProfiles
 from app.database.supabase.rest import INSERT_ROWS, PAGE_ROWS, RestClient
 from app.database.supabase.sessions import RestSessions
+from app.database.supabase.usage import RestRetention, RestUsage
 
 __all__ = ["INSERT_ROWS", "PAGE_ROWS", "SupabaseStore"]
 
@@ -30,6 +31,8 @@ class SupabaseStore:
         self.leases = RestLeases(self._rest)
         self.jobs = RestJobs(self._rest)
         self.profiles = RestProfiles(self._rest)
+        self.usage = RestUsage(self._rest)
+        self.retention = RestRetention(self._rest)
 
     async def open(self) -> None:
         await self._rest.open()

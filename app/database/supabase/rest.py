@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from postgrest import APIError, AsyncPostgrestClient
@@ -162,6 +162,18 @@ class RestClient:
         except (APIError, httpx.HTTPError, UnicodeEncodeError) as e:
             raise translate(e, doing) from e
         return rows_of(answer.data)
+
+    async def call(self, function: str, request: dict[str, object], doing: str) -> object:
+        """Call a function of the schema that takes one JSON object (`request`); its result."""
+        _last_status.set(0)
+        # The client sends any JSON; its annotation says `str` values only.
+        query = self.client.rpc(function, cast("dict[str, str]", {"request": request}))
+        try:
+            answer = await query.execute()
+        except (APIError, httpx.HTTPError, UnicodeEncodeError) as e:
+            raise translate(e, doing) from e
+        result: object = answer.data
+        return result
 
     async def _check_schema(self) -> None:
         """Stop the start, naming the setting, when the URL, the key or the schema is wrong."""
