@@ -48,6 +48,9 @@ class ErrorCode(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"
     # An addition to version 1: the credentials could not be checked now (retryable).
     AUTH_UNAVAILABLE = "auth_unavailable"
+    # An addition to version 1: the owner's usage limit is reached (retryable once it resets;
+    # the `error` frame says when, and carries `resets_at` when it resets by time).
+    USAGE_LIMIT_EXCEEDED = "usage_limit_exceeded"
 
 
 class CloseCode:
@@ -239,6 +242,8 @@ class ErrorFrame(_Frame):
     code: ErrorCode
     message: str
     retryable: bool = False
+    # Optional addition to version 1: when a `usage_limit_exceeded` limit resets.
+    resets_at: datetime | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class Pong(_Frame):
@@ -305,3 +310,20 @@ class SessionPage(_Frame):
 
 class EventPage(_Frame):
     events: list[StoredEvent]
+
+
+class UsageMeter(_Frame):
+    """One usage count of an owner: how much is used, the limit (null: unlimited), and when the
+    count starts again (null: it does not reset by time)."""
+
+    used: int
+    limit: int | None
+    resets_at: datetime | None
+
+
+class UsageView(_Frame):
+    """`GET /api/usage`: the caller's usage and limits (an addition to version 1)."""
+
+    tokens_today: UsageMeter
+    sessions_this_hour: UsageMeter
+    live_sessions: UsageMeter

@@ -148,6 +148,21 @@ class Settings(BaseSettings):
     # elsewhere wait for the stored result instead), never the running response slowed.
     redis_buffer_max: int = Field(default=10_000, ge=1)
 
+    # Usage limits per owner (unset = unlimited), counted in the store (docs/operations.md).
+    owner_tokens_per_day: int | None = Field(default=None, ge=1)
+    owner_max_live_sessions: int | None = Field(default=None, ge=1)
+    owner_sessions_per_hour: int | None = Field(default=None, ge=1)
+    # New WebSocket connections a minute per client address (unset = unlimited), per instance.
+    connections_per_minute_per_ip: int | None = Field(default=None, ge=1)
+    # Proxies (CIDRs) whose X-Forwarded-For names the client; other peers' header is ignored.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Sessions idle (no event) longer than this many days are deleted (unset = kept forever);
+    # empty sessions older than a day always are.
+    retention_days: float | None = Field(default=None, gt=0)
+    # How often an instance sweeps old sessions away, and how many it deletes per statement.
+    retention_sweep_s: float = Field(default=600.0, gt=0)
+    retention_batch: int = Field(default=100, ge=1, le=10_000)
+
     # Auth
     auth_mode: Literal["none", "api_key", "supabase"] = "none"
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -170,7 +185,12 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
 
     _split_origins = field_validator(
-        "allowed_origins", "allowed_hosts", "api_keys", "groq_fallback_models", mode="before"
+        "allowed_origins",
+        "allowed_hosts",
+        "api_keys",
+        "groq_fallback_models",
+        "trusted_proxies",
+        mode="before",
     )(_split_list)
 
     @field_validator("mcp_config", mode="before")
@@ -182,6 +202,18 @@ class Settings(BaseSettings):
             return load_mcp_config(value)
         except McpConfigError as e:
             raise ValueError(str(e)) from e
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as e:
+                raise ValueError(
+                    f"TRUSTED_PROXIES takes addresses or CIDRs like 10.0.0.0/8 (got {entry!r})"
+                ) from e
+        return value
 
     @field_validator("allowed_hosts")
     @classmethod

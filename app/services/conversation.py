@@ -44,6 +44,7 @@ from app.services.summaries import Summarizer
 from app.services.supervisor import TaskSupervisor
 from app.services.tools import ToolContext, ToolRegistry
 from app.services.tracing import Tracing
+from app.services.usage import LimitExceeded, UsageGuard
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ class FrameSink(Protocol):
     async def close(self, code: int, reason: str) -> None:
         """Close the connection from the server's side."""
         ...
+
+
+class SessionOpener(Protocol):
+    """Stores a new session (its row, then its lease) when its first message arrives: a
+    connection that never speaks leaves nothing in the store."""
+
+    async def open_session(self, record: SessionRecord) -> Lease: ...
 
 
 class ConversationState(Enum):
@@ -83,6 +91,7 @@ class ConversationDeps:
     max_message_chars: int
     commit_timeout_s: float
     tracing: Tracing
+    usage: UsageGuard
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +109,6 @@ class _Storing:
     """A user message on its way to the store (its acknowledgement not sent yet)."""
 
     message: UserMessageEvent
-    committed: asyncio.Future[None]
     # Set once the client has its answer: the acknowledgement, or a retryable refusal.
     answered: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -130,12 +138,16 @@ class Conversation:
         deps: ConversationDeps,
         sink: FrameSink,
         *,
-        lease: Lease,
+        lease: Lease | None,
+        opener: SessionOpener | None = None,
     ) -> None:
         self.session_record = record
         # The connection's verified bearer token, never stored: for MCP servers that ask.
         self.credentials: str | None = None
+        # None until the first message of a new session stores the session (via `opener`).
         self.lease = lease
+        self._opener = opener
+        self._session_counted = False
         self.state = ConversationState.OPEN
         self.closed = asyncio.Event()
         # Grows with every client that joins: a teardown of an earlier connection stands down.
@@ -191,6 +203,8 @@ class Conversation:
         return self._seq
 
     def record(self, event: StoredEvent) -> None:
+        # Responses run only after their message was stored, so under the session's lease.
+        assert self.lease is not None
         self._events.append(event)
         self._deps.writer.submit(EventRow(self.lease, event))
 
@@ -277,8 +291,7 @@ class Conversation:
             id=frame.id or new_id("msg"),
             text=frame.text,
         )
-        committed = self._deps.writer.commit(EventRow(self.lease, message))
-        self._storing = storing = _Storing(message, committed)
+        self._storing = storing = _Storing(message)
         self._tasks.storing = self._deps.supervisor.spawn(
             self._acknowledge(storing), name=f"store-{self.session_id}"
         )
@@ -286,16 +299,55 @@ class Conversation:
 
     async def _acknowledge(self, storing: _Storing) -> None:
         try:
-            await self._answer(storing)
+            lease = await self._admit()
+            if lease is not None:
+                committed = self._deps.writer.commit(EventRow(lease, storing.message))
+                await self._answer(storing, committed)
         finally:
             storing.answered.set()
 
-    async def _answer(self, storing: _Storing) -> None:
+    async def _admit(self) -> Lease | None:
+        """Before anything of the message is stored: the owner's usage limits, then, for the
+        first message of a new session, the session's row and lease. None (the client told why,
+        the message not taken) when it cannot be stored now."""
         try:
             async with asyncio.timeout(self._deps.commit_timeout_s):
-                await asyncio.shield(storing.committed)
+                await self._deps.usage.admit(
+                    self.session_record.owner,
+                    session_id=self.session_id,
+                    new_session=self.lease is None and not self._session_counted,
+                )
+                self._session_counted = True
+                if self.lease is None:
+                    assert self._opener is not None  # a conversation without a lease has one
+                    self.lease = await self._opener.open_session(self.session_record)
+                return self.lease
+        except LimitExceeded as e:
+            self._storing = None
+            await self.send(
+                ErrorFrame(
+                    code=ErrorCode.USAGE_LIMIT_EXCEEDED,
+                    message=e.message,
+                    retryable=True,
+                    resets_at=e.resets_at,
+                )
+            )
+        except (TimeoutError, StoreError) as e:
+            self._storing = None
+            log.warning("could not admit a message of %s: %s", self.session_id, e)
+            await self.send_error(
+                ErrorCode.STORE_UNAVAILABLE,
+                "the store did not answer; nothing was stored, send the message again",
+                retryable=True,
+            )
+        return None
+
+    async def _answer(self, storing: _Storing, committed: asyncio.Future[None]) -> None:
+        try:
+            async with asyncio.timeout(self._deps.commit_timeout_s):
+                await asyncio.shield(committed)
         except TimeoutError:
-            await self._commit_timed_out(storing)
+            await self._commit_timed_out(storing, committed)
             return
         except WriteRefused:
             self._storing = None
@@ -314,7 +366,7 @@ class Conversation:
         await self.send(storing.message)
         self._start_response()
 
-    async def _commit_timed_out(self, storing: _Storing) -> None:
+    async def _commit_timed_out(self, storing: _Storing, committed: asyncio.Future[None]) -> None:
         """Not acknowledged in time: the client hears so at once; the write stays queued, and
         if it lands later the message joins the history unanswered (its resend answers it)."""
         await self.send_error(
@@ -324,7 +376,7 @@ class Conversation:
         )
         storing.answered.set()  # the connection reads on; the write stays queued
         try:
-            await storing.committed
+            await committed
         except StoreError:
             return  # refused or never written: nothing of it exists
         finally:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,6 +169,8 @@ class SessionHub:
     async def _start_new(
         self, owner: str | None, sink: FrameSink
     ) -> tuple[Conversation, SessionReady]:
+        """A new session, stored only with its first message (`open_session`): a connection
+        that never speaks leaves no row."""
         now = datetime.now(UTC)
         record = SessionRecord(
             id=str(uuid.uuid4()),
@@ -176,12 +179,25 @@ class SessionHub:
             model=self._deps.provider.model,
             owner=owner,
         )
-        await self._deps.store.sessions.create(record)
-        lease = await self._take_lease(record.id, wait_s=0)
-        conversation = Conversation(record, [], self._deps, sink, lease=lease)
+        conversation = Conversation(record, [], self._deps, sink, lease=None, opener=self)
         self._live[record.id] = conversation
         ready = SessionReady(session_id=record.id, resumed=False, events=[], model=record.model)
         return conversation, ready
+
+    async def open_session(self, record: SessionRecord) -> Lease:
+        """Store a new session at its first message: its row, then its lease (both committed
+        before the message is written, so before it is acknowledged)."""
+        now = datetime.now(UTC)
+        try:
+            await self._deps.store.sessions.create(replace(record, created_at=now, updated_at=now))
+        except StoreError:
+            # A create that timed out may have happened: a retry finds the row and goes on.
+            if await self._deps.store.sessions.get(record.id) is None:
+                raise
+        try:
+            return await self._take_lease(record.id, wait_s=0)
+        except ConnectRefused as e:
+            raise StoreError(f"cannot hold the new session: {e.message}", retryable=True) from e
 
     async def _resume(
         self, raw_id: str, *, after_seq: int, owner: str | None, sink: FrameSink
@@ -190,6 +206,7 @@ class SessionHub:
         # Ownership before anything else: another owner's session does not exist, busy or not.
         record = await self._deps.store.sessions.get(session_id) if session_id else None
         if session_id is None or record is None or not visible_to(record, owner):
+            self._refuse_unspoken(session_id, owner)
             raise ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
         joined = await self._join_here(session_id, after_seq=after_seq, sink=sink)
         if joined is not None:
@@ -286,6 +303,18 @@ class SessionHub:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return self._deps.supervisor.spawn(coroutine, name=name)
+    def _refuse_unspoken(self, session_id: str | None, owner: str | None) -> None:
+        """A session not stored yet (its client has not spoken) exists only in its connection:
+        open here, a second connection is told it is busy; gone, it never existed."""
+        conversation = self._live.get(session_id) if session_id else None
+        if (
+            conversation is not None
+            and conversation.state is ConversationState.OPEN
+            and visible_to(conversation.session_record, owner)
+        ):
+            raise ConnectRefused(
+                ErrorCode.SESSION_BUSY, "this session is open in another connection"
+            )
 
     async def _wait_for_previous(self, session_id: str) -> None:
         """Refuse a second live connection; wait (bounded) for one that is only tearing down."""
@@ -389,7 +418,13 @@ class SessionHub:
         )
 
     async def _tear_down(self, conversation: Conversation, attachment: int) -> None:
+        if conversation.lease is None:
+            # Never stored, unless its first message is being stored right now.
+            await conversation.wait_response()
         lease = conversation.lease
+        if lease is None:
+            self._forget(conversation)
+            return
         flushed = False
         try:
             await self._leases.mark_closing(lease)
@@ -403,16 +438,17 @@ class SessionHub:
             flushed = True
         finally:
             if conversation.attachment == attachment:
-                await self._finish_tear_down(conversation, flushed=flushed)
+                await self._finish_tear_down(conversation, lease, flushed=flushed)
 
-    async def _finish_tear_down(self, conversation: Conversation, *, flushed: bool) -> None:
-        session_id, lease = conversation.session_id, conversation.lease
+    async def _finish_tear_down(
+        self, conversation: Conversation, lease: Lease, *, flushed: bool
+    ) -> None:
         try:
             # Even when shutdown cancels the teardown, the summary is marked pending, so
             # an instance makes it. Marked before the release: a session without a lease
             # never looks like one a dead instance left unsummarized.
             if conversation.has_messages:
-                await self._request_summary(session_id)
+                await self._request_summary(conversation.session_id)
         finally:
             # Released before a local resume may proceed, so it never loses the new lease.
             # Not while its events may still be queued (shutdown cut the flush short): they
@@ -421,9 +457,12 @@ class SessionHub:
             if flushed:
                 await self._leases.release(lease)
                 self._deps.writer.forget(lease)
-            if self._live.get(session_id) is conversation:
-                del self._live[session_id]
-            conversation.mark_closed()
+            self._forget(conversation)
+
+    def _forget(self, conversation: Conversation) -> None:
+        if self._live.get(conversation.session_id) is conversation:
+            del self._live[conversation.session_id]
+        conversation.mark_closed()
 
     async def _request_summary(self, session_id: str) -> None:
         try:

@@ -33,6 +33,7 @@ from app.services.summaries import Summarizer
 from app.services.supervisor import TaskSupervisor
 from app.services.tools import DEMO_PROFILES, ToolFunction, ToolRegistry
 from app.services.tracing import Tracing, provider_name_of, start_tracing
+from app.services.usage import UsageGuard, UsageLimits
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -163,6 +164,14 @@ async def _start(
         max_message_chars=settings.max_message_chars,
         commit_timeout_s=settings.store_commit_timeout_s,
         tracing=tracing,
+        usage=UsageGuard(
+            store.usage,
+            UsageLimits(
+                tokens_per_day=settings.owner_tokens_per_day,
+                max_live_sessions=settings.owner_max_live_sessions,
+                sessions_per_hour=settings.owner_sessions_per_hour,
+            ),
+        ),
     )
     leases = LeaseKeeper(
         store.leases, metrics, instance_id=slot.instance_id, ttl_s=settings.lease_ttl_s

@@ -26,7 +26,8 @@ async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def open_and_leave(server: RunningServer) -> str:
-    """A new session without messages; returns its id once the socket is closed."""
+    """A connection that never speaks (its session is never stored); returns the id it was
+    given once the socket is closed."""
     async with server.connect() as client:
         ready = await client.ready()
     session_id: str = ready["session_id"]
@@ -42,6 +43,12 @@ async def chat_and_leave(server: RunningServer, *questions: str) -> str:
             assert done["status"] == "completed", done
     session_id: str = ready["session_id"]
     return session_id
+
+
+async def spoke_once(server: RunningServer, fake_groq: FakeGroq) -> str:
+    """A new session with one answered question (a session is stored with its first message)."""
+    fake_groq.script(text_reply("Noted."))
+    return await chat_and_leave(server, "hello")
 
 
 async def summarized(http: httpx.AsyncClient, session_id: str) -> Json:
@@ -80,8 +87,10 @@ def b64(text: str) -> str:
 # ---------------------------------------------------------------- listing and paging
 
 
-async def test_list_is_newest_first(server: RunningServer, http: httpx.AsyncClient) -> None:
-    created = [await open_and_leave(server) for _ in range(3)]
+async def test_list_is_newest_first(
+    server: RunningServer, http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    created = [await spoke_once(server, fake_groq) for _ in range(3)]
     response = await http.get("/api/sessions")
     assert response.status_code == 200
     page = response.json()
@@ -90,9 +99,9 @@ async def test_list_is_newest_first(server: RunningServer, http: httpx.AsyncClie
 
 
 async def test_pages_follow_the_cursor_and_hold_every_session_once(
-    server: RunningServer, http: httpx.AsyncClient
+    server: RunningServer, http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:
-    created = [await open_and_leave(server) for _ in range(5)]
+    created = [await spoke_once(server, fake_groq) for _ in range(5)]
     pages: list[Json] = []
     query = "limit=2"
     while True:
@@ -112,9 +121,9 @@ async def test_pages_follow_the_cursor_and_hold_every_session_once(
 
 
 async def test_a_full_last_page_still_ends_with_null_next(
-    server: RunningServer, http: httpx.AsyncClient
+    server: RunningServer, http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:
-    created = [await open_and_leave(server) for _ in range(2)]
+    created = [await spoke_once(server, fake_groq) for _ in range(2)]
     first = (await http.get("/api/sessions?limit=1")).json()
     second = (await http.get(f"/api/sessions?limit=1&before={quote(first['next'])}")).json()
     assert [s["id"] for s in first["sessions"] + second["sessions"]] == created[::-1]
@@ -198,16 +207,16 @@ async def test_session_has_every_field_with_its_type(
 async def test_updated_at_moves_with_new_events(
     server: RunningServer, http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:
-    session_id = await open_and_leave(server)
-    before = await get_session(http, session_id)
-    assert before["event_count"] == 0
-    assert before["updated_at"] == before["created_at"]
+    session_id = await spoke_once(server, fake_groq)
+    before = await summarized(http, session_id)
+    assert before["event_count"] == 2
     fake_groq.script(text_reply("Later."))
     async with server.connect(f"session_id={session_id}") as client:
         await client.ready()
         await client.ask("hello again")
-    after = await summarized(http, session_id)
-    assert after["event_count"] == 2
+    after = await wait_for_session(
+        http, session_id, lambda s: s["event_count"] == 4, what="the second exchange"
+    )
     assert after["created_at"] == before["created_at"]
     assert datetime.fromisoformat(after["updated_at"]) > datetime.fromisoformat(
         before["updated_at"]
@@ -215,10 +224,12 @@ async def test_updated_at_moves_with_new_events(
 
 
 async def test_status_is_active_while_connected_and_idle_after(
-    server: RunningServer, http: httpx.AsyncClient
+    server: RunningServer, http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:
+    fake_groq.script(text_reply("Here."))
     async with server.connect() as client:
         session_id = (await client.ready())["session_id"]
+        await client.ask("anyone?")
         assert (await get_session(http, session_id))["status"] == "active"
         listed = (await http.get("/api/sessions")).json()["sessions"]
         assert [s["status"] for s in listed if s["id"] == session_id] == ["active"]
@@ -252,11 +263,13 @@ async def test_events_are_oldest_first_and_page_with_after_seq_and_limit(
     assert await get_events(http, session_id, "after_seq=4") == []
 
 
-async def test_events_of_a_new_session_are_empty(
+async def test_a_session_that_never_spoke_was_never_stored(
     server: RunningServer, http: httpx.AsyncClient
 ) -> None:
     session_id = await open_and_leave(server)
-    assert await get_events(http, session_id) == []
+    assert_error(await http.get(f"/api/sessions/{session_id}"), 404)
+    assert_error(await http.get(f"/api/sessions/{session_id}/events"), 404)
+    assert (await http.get("/api/sessions")).json()["sessions"] == []
 
 
 # ---------------------------------------------------------------- unknown and malformed ids
@@ -299,7 +312,7 @@ async def test_delete_removes_the_session_and_its_events(
 ) -> None:
     fake_groq.script(text_reply("Kept until deleted."))
     session_id = await chat_and_leave(server, "remember this")
-    other_id = await open_and_leave(server)
+    other_id = await spoke_once(server, fake_groq)
     await summarized(http, session_id)
     assert stored_event_count(server, session_id) == 2
 
@@ -319,10 +332,12 @@ async def test_delete_removes_the_session_and_its_events(
 
 
 async def test_delete_while_the_socket_is_open_ends_the_conversation(
-    server: RunningServer, http: httpx.AsyncClient
+    server: RunningServer, http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:
+    fake_groq.script(text_reply("Soon gone."))
     async with server.connect() as client:
         session_id = (await client.ready())["session_id"]
+        await client.ask("delete me")
         assert (await get_session(http, session_id))["status"] == "active"
         assert (await http.delete(f"/api/sessions/{session_id}")).status_code == 204
         ended = await client.recv()
@@ -338,20 +353,14 @@ async def test_delete_while_the_socket_is_open_ends_the_conversation(
 # ---------------------------------------------------------------- summaries seen through REST
 
 
-async def test_a_session_without_messages_is_never_summarized(
-    server: RunningServer, http: httpx.AsyncClient, fake_groq: FakeGroq
+async def test_a_session_without_messages_is_never_stored_nor_summarized(
+    server: RunningServer, fake_groq: FakeGroq
 ) -> None:
-    session_id = await open_and_leave(server)
-    session = await wait_for_session(http, session_id, lambda s: s["status"] == "idle")
-    assert session["summary_status"] == "none"
-    assert session["summary"] is None
+    await open_and_leave(server)
     # Stopping waits for the teardown (and any summary it would start) to finish.
     server.stop()
     with server.db() as db:
-        row = db.execute(
-            "select summary_status, summary from sessions where id = ?", (session_id,)
-        ).fetchone()
-    assert tuple(row) == ("none", None)
+        assert db.execute("select count(*) from sessions").fetchone()[0] == 0
     assert fake_groq.background_requests == []
     assert fake_groq.requests == []
 
