@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import StartServer
+from tests.fakes.groq_server import FakeGroq, text_reply
 from tests.fakes.jwks_server import HS256_SECRET, FakeSupabaseAuth, new_es256_key
 from tests.support.client import WsClient
 from tests.support.server import RunningServer
@@ -88,11 +89,12 @@ async def test_bad_tokens_are_401_on_rest(
 
 
 async def test_users_see_only_their_own_sessions(
-    server: RunningServer, fake_auth: FakeSupabaseAuth
+    server: RunningServer, fake_auth: FakeSupabaseAuth, fake_groq: FakeGroq
 ) -> None:
     alice, bob = fake_auth.token("user-a"), fake_auth.token("user-b")
     async with server.connect(f"token={alice}") as client:
         session_id = (await client.ready())["session_id"]
+        await client.speak(lambda: fake_groq.script(text_reply("Hi Alice.")))
     async with server.connect(f"token={bob}&session_id={session_id}") as client:
         assert await _refused(client) == ("session_not_found", 4404)
     async with httpx.AsyncClient(base_url=server.http_url) as http:

@@ -214,9 +214,12 @@ async def test_second_live_connection_is_busy(server: RunningServer) -> None:
     assert still_open == {"type": "pong"}
 
 
-async def test_reconnect_at_once_after_a_drop_is_not_busy(server: RunningServer) -> None:
+async def test_reconnect_at_once_after_a_drop_is_not_busy(
+    server: RunningServer, fake_groq: FakeGroq
+) -> None:
     async with server.connect() as client:
         session_id = (await client.ready())["session_id"]
+        await client.speak(lambda: fake_groq.script(text_reply("Hi.")))
     for _ in range(5):
         async with server.connect(f"session_id={session_id}") as client:
             assert (await client.ready())["session_id"] == session_id
@@ -422,10 +425,13 @@ async def test_api_key_auth_refuses_missing_or_wrong_tokens(start_server: StartS
         assert (await client.ready())["type"] == "session.ready"
 
 
-async def test_another_owners_session_is_not_found(start_server: StartServer) -> None:
+async def test_another_owners_session_is_not_found(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
     server = start_server(auth_mode="api_key", api_keys="alice-key,bob-key")
     async with server.connect("token=alice-key") as client:
         session_id = (await client.ready())["session_id"]
+        await client.speak(lambda: fake_groq.script(text_reply("Hi Alice.")))
     async with server.connect(f"token=bob-key&session_id={session_id}") as client:
         assert await _refused(client) == ("session_not_found", 4404)
     async with server.connect(f"token=alice-key&session_id={session_id}") as client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -54,6 +55,13 @@ class WsClient:
             frame["id"] = message_id
         await self.send(frame)
         return await self.recv_until("response.done")
+
+    async def speak(self, script: Callable[[], None], text: str = "hello") -> None:
+        """Send one message and wait for its answer: a session is stored with its first message.
+        `script` queues the model's reply (e.g. `lambda: fake_groq.script(text_reply("hi"))`)."""
+        script()
+        done = (await self.ask(text))[-1]
+        assert done["status"] == "completed", done
 
     async def closed_with(self, timeout: float = RECV_TIMEOUT_S) -> int | None:
         """Wait for the server to close the socket; return the close code."""
