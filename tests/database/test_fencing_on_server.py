@@ -129,11 +129,12 @@ async def test_a_writer_that_lost_its_lease_stops_and_the_client_resumes_elsewhe
 
 
 async def test_a_heartbeat_that_finds_its_lease_gone_ends_an_idle_conversation(
-    database: str, admin: asyncpg.Connection, start_server: StartServer
+    database: str, admin: asyncpg.Connection, start_server: StartServer, fake_groq: FakeGroq
 ) -> None:
     server = on_postgres(start_server, database, lease_ttl_s=0.6)
     async with server.connect() as client:
         session_id = (await client.ready())["session_id"]
+        await client.speak(lambda: fake_groq.script(text_reply("Hi.")))
         await _steal_lease(admin, session_id)
         ending = await client.recv()
         code = await client.closed_with()
@@ -152,9 +153,10 @@ async def test_a_session_live_on_another_instance_is_active_and_deleting_it_ends
     database: str, admin: asyncpg.Connection, start_server: StartServer, fake_groq: FakeGroq
 ) -> None:
     here, elsewhere = await _two_instances(start_server, database, lease_ttl_s=0.6)
-    fake_groq.answer_model("test-model", hold_reply(*["w "] * 40, delay_s=0.02))
     async with here.connect() as client, here.connect() as bystander:
         session_id = (await client.ready())["session_id"]
+        await client.speak(lambda: fake_groq.script(text_reply("Hi.")))
+        fake_groq.answer_model("test-model", hold_reply(*["w "] * 40, delay_s=0.02))
         await bystander.ready()
         await bystander.send({"type": "user.message", "text": "keep talking", "id": "b1"})
         async with httpx.AsyncClient(base_url=elsewhere.http_url) as http:
@@ -170,11 +172,12 @@ async def test_a_session_live_on_another_instance_is_active_and_deleting_it_ends
 
 
 async def test_rest_status_is_idle_once_the_client_left_any_instance(
-    database: str, start_server: StartServer
+    database: str, start_server: StartServer, fake_groq: FakeGroq
 ) -> None:
     here, elsewhere = await _two_instances(start_server, database)
     async with here.connect() as client:
         session_id = (await client.ready())["session_id"]
+        await client.speak(lambda: fake_groq.script(text_reply("Hi.")))
     async with httpx.AsyncClient(base_url=elsewhere.http_url) as http:
         await wait_for_session(http, session_id, lambda s: s["status"] == "idle")
 
@@ -188,13 +191,14 @@ async def _resume_or_refusal(server: RunningServer, session_id: str) -> tuple[st
 
 
 async def test_a_delete_racing_a_resume_refuses_the_resume_cleanly(
-    database: str, start_server: StartServer
+    database: str, start_server: StartServer, fake_groq: FakeGroq
 ) -> None:
     server = on_postgres(start_server, database)
     session_ids = []
     for _ in range(12):
         async with server.connect() as client:
             session_ids.append((await client.ready())["session_id"])
+            await client.speak(lambda: fake_groq.script(text_reply("Hi.")))
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         for session_id in session_ids:
             await wait_for_session(http, session_id, lambda s: s["status"] == "idle")

@@ -246,8 +246,13 @@ async def test_after_sigkill_a_restart_in_the_same_state_dir_frees_leases_and_jo
     try:
         left = await _chat_and_leave(doomed, "a question")
         await asyncio.to_thread(fake_groq.wait_for_requests, 2)  # its summary is running
+        # Titles and summaries from here on never finish in this process.
+        fake_groq.answer_model(SUMMARY_MODEL, stall_reply("never finished"))
         async with connect(doomed.ws_url) as connection:
-            held = str((await WsClient(connection).ready())["session_id"])
+            client = WsClient(connection)
+            held = str((await client.ready())["session_id"])
+            # Spoken once: the session is stored, and its lease held by this process.
+            await client.speak(lambda: fake_groq.script(text_reply("held answer")))
             doomed.signal(signal.SIGKILL)
             doomed.wait()
     finally:
@@ -263,7 +268,7 @@ async def test_after_sigkill_a_restart_in_the_same_state_dir_frees_leases_and_jo
     assert refusal["code"] == "session_busy", refusal
     assert claim[0] == "running"
 
-    fake_groq.script(text_reply(SUMMARY))
+    fake_groq.answer_model(SUMMARY_MODEL, text_reply(SUMMARY))
     restarted = ServerProcess(env | {"STATE_DIR": str(state_dir)}, tmp_path).start()
     try:
         ready = await _resume(restarted, held)

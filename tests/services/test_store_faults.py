@@ -22,6 +22,12 @@ async def test_locked_database_delays_acks_refuses_beyond_the_bound_and_loses_no
     async with server.connect() as first, server.connect() as second:
         first_id = (await first.ready())["session_id"]
         second_id = (await second.ready())["session_id"]
+        # Both sessions are stored (a session is stored with its first message), and the
+        # one-event buffer is empty again.
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            for client, session_id in ((first, first_id), (second, second_id)):
+                await client.speak(lambda: None)
+                await wait_for_session(http, session_id, lambda s: s["event_count"] == 2)
         lock.execute("begin exclusive")  # the database now refuses every write
         try:
             await first.send({"type": "user.message", "text": "kept", "id": "a1"})
@@ -39,16 +45,16 @@ async def test_locked_database_delays_acks_refuses_beyond_the_bound_and_loses_no
         done = (await first.recv_until("response.done"))[-1]
         async with httpx.AsyncClient(base_url=server.http_url) as http:
             # The buffer drains once the store is back; then messages are accepted again.
-            await wait_for_session(http, first_id, lambda s: s["event_count"] == 2)
+            await wait_for_session(http, first_id, lambda s: s["event_count"] == 4)
         await second.send({"type": "user.message", "text": "retried", "id": "b1"})
         retried = await second.recv_until("response.done")
     lock.close()
     async with httpx.AsyncClient(base_url=server.http_url) as http:
-        await wait_for_session(http, second_id, lambda s: s["event_count"] == 2)
+        await wait_for_session(http, second_id, lambda s: s["event_count"] == 4)
     assert refusal["type"] == "error"
     assert refusal["code"] == "store_unavailable"
     assert refusal["retryable"] is True
-    assert ack == {**ack, "type": "user.message", "id": "a1", "seq": 1}
+    assert ack == {**ack, "type": "user.message", "id": "a1", "seq": 3}
     assert done["status"] == "completed"
     assert retried[0]["id"] == "b1"
     with server.db() as db:
@@ -58,5 +64,5 @@ async def test_locked_database_delays_acks_refuses_beyond_the_bound_and_loses_no
     by_session: dict[str, list[int]] = {}
     for row in rows:
         by_session.setdefault(row["session_id"], []).append(row["seq"])
-    assert by_session[first_id] == [1, 2]
-    assert by_session[second_id] == [1, 2]
+    assert by_session[first_id] == [1, 2, 3, 4]
+    assert by_session[second_id] == [1, 2, 3, 4]
