@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.database.base import StoreError
 from app.logs import configure_logging
-from app.routers import health, page, sessions, ws
+from app.routers import health, page, sessions, usage, ws
 from app.routers.hosts import AllowedHostsMiddleware
 from app.routers.page import STATIC_DIR
 from app.routers.request_spans import RequestSpans
@@ -76,6 +76,7 @@ def create_app(
     app.add_middleware(RequestSpans)
     app.include_router(ws.router)
     app.include_router(sessions.router)
+    app.include_router(usage.router)
     app.include_router(health.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -33,6 +33,7 @@ from app.services.remote_joins import JoinBusy, RemoteJoins
 from app.services.response_bus import ResponseBus
 from app.services.response_feed import LiveResponses
 from app.services.summaries import Summarizer
+from app.services.usage import UsageGuard
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,10 @@ class SessionHub:
     def live_responses(self) -> LiveResponses:
         """The responses running here, for joining them (the service-level join API)."""
         return self._deps.live
+
+    @property
+    def usage(self) -> UsageGuard:
+        return self._deps.usage
 
     @property
     def draining(self) -> bool:

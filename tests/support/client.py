@@ -20,6 +20,8 @@ class WsClient:
     def __init__(self, connection: ClientConnection) -> None:
         self.connection = connection
         self.received: list[Frame] = []
+        # The session this client was given (set by the test that reads `session.ready`).
+        self.session_id = ""
 
     async def send(self, frame: Frame) -> None:
         await self.connection.send(orjson.dumps(frame).decode())
