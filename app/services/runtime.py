@@ -26,6 +26,7 @@ from app.services.mcp.source import McpToolSource
 from app.services.metrics import Metrics
 from app.services.response_bus import ResponseBus, connect_redis
 from app.services.response_feed import LiveResponses
+from app.services.retention import RetentionSweeper
 from app.services.runner import ResponseConfig
 from app.services.sessions import SessionDirectory
 from app.services.spill import replay_spill, write_spill
@@ -81,6 +82,7 @@ class Runtime:
     leases: LeaseKeeper
     slot: InstanceSlot
     tracing: Tracing
+    retention: RetentionSweeper
     mcp: McpToolSource | None = None
     shutdown: ShutdownClock = field(default_factory=ShutdownClock)
     bus: ResponseBus | None = None
@@ -192,6 +194,14 @@ async def _start(
         leases,
         slot,
         tracing,
+        RetentionSweeper(
+            store.retention,
+            store.usage,
+            holder=slot.instance_id,
+            retention_days=settings.retention_days,
+            sweep_s=settings.retention_sweep_s,
+            batch=settings.retention_batch,
+        ),
         mcp,
         bus=bus,
     )
@@ -200,6 +210,7 @@ async def _start(
     # see this one's sessions free as soon as it is gone; a loop that fails is restarted.
     supervisor.spawn_service(leases.run, name="lease-heartbeat")
     supervisor.spawn_service(summarizer.poll, name="summary-poll")
+    supervisor.spawn_service(runtime.retention.run, name="retention")
     log.info(
         "ready: store=%s model=%s instance=%s slot=%d pending_summaries=%d",
         store.kind,
@@ -346,6 +357,7 @@ async def stop_runtime(runtime: Runtime) -> None:
         runtime.shutdown.started_at = asyncio.get_running_loop().time()
     runtime.summarizer.stop()
     runtime.leases.stop()
+    runtime.retention.stop()
     grace_s = runtime.shutdown.remaining(runtime.settings.shutdown_grace_s)
     await runtime.supervisor.shutdown(grace_s=grace_s)
     unwritten = await runtime.writer.close(timeout_s=_WRITER_CLOSE_S)
