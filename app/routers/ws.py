@@ -20,6 +20,7 @@ from app.protocol import (
     ServerFrame,
     client_frame_adapter,
 )
+from app.routers.client_address import client_address
 from app.routers.deps import bearer_token
 from app.routers.hosts import host_refusal
 from app.routers.sessions import MAX_SEQ
@@ -46,6 +47,8 @@ _CLOSE_CODES = {
     ErrorCode.AUTH_UNAVAILABLE: CloseCode.TRY_AGAIN_LATER,
     # The store does not answer: the same.
     ErrorCode.STORE_UNAVAILABLE: CloseCode.TRY_AGAIN_LATER,
+    # Too many new connections from one address (CONNECTIONS_PER_MINUTE_PER_IP).
+    ErrorCode.RATE_LIMITED: CloseCode.POLICY_VIOLATION,
 }
 
 
@@ -146,6 +149,25 @@ def parse_after_seq(raw: str | None) -> int:
     return int(significant)
 
 
+def check_connection_rate(websocket: WebSocket, runtime: Runtime) -> None:
+    """Refuse a client address past CONNECTIONS_PER_MINUTE_PER_IP new connections a minute."""
+    limiter = runtime.connection_limiter
+    if limiter is None:
+        return
+    client = websocket.client
+    address = client_address(
+        client.host if client is not None else None,
+        websocket.headers.get("x-forwarded-for"),
+        runtime.trusted_proxies,
+    )
+    if not limiter.allow(address):
+        raise Refusal(
+            ErrorCode.RATE_LIMITED,
+            "too many new connections from this address; wait a minute",
+            retryable=True,
+        )
+
+
 async def authorize(websocket: WebSocket, runtime: Runtime) -> str | None:
     # Host first: a rebound attacker's page passes the Origin check as "same origin".
     refused_host = host_refusal(websocket.headers.get("host"), runtime.settings.allowed_hosts)
@@ -205,6 +227,7 @@ async def _connection(websocket: WebSocket, runtime: Runtime, span: ConnectionSp
     await websocket.accept()
     sink = WebSocketSink(websocket, send_timeout_s=runtime.settings.ws_send_timeout_s)
     try:
+        check_connection_rate(websocket, runtime)
         owner = await authorize(websocket, runtime)
         after_seq = parse_after_seq(websocket.query_params.get("after_seq"))
         session_id = websocket.query_params.get("session_id") or None

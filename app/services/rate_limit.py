@@ -36,3 +36,32 @@ class FrameRateLimiter:
         if self._strikes >= self._strikes_to_disconnect:
             return Verdict.DISCONNECT
         return Verdict.REFUSE
+
+
+class ConnectionRateLimiter:
+    """New connections a minute per client address (a token bucket each), on this instance.
+    Buckets that are full again are dropped, so memory stays bounded by the recent addresses."""
+
+    def __init__(self, *, per_minute: int, max_addresses: int = 100_000) -> None:
+        self._capacity = float(per_minute)
+        self._rate = per_minute / 60.0
+        self._max_addresses = max_addresses
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, updated)
+
+    def allow(self, address: str) -> bool:
+        now = time.monotonic()
+        tokens, updated = self._buckets.get(address, (self._capacity, now))
+        tokens = min(self._capacity, tokens + (now - updated) * self._rate)
+        if tokens < 1.0:
+            self._buckets[address] = (tokens, now)
+            return False
+        if len(self._buckets) >= self._max_addresses:
+            self._forget_full(now)
+        self._buckets[address] = (tokens - 1.0, now)
+        return True
+
+    def _forget_full(self, now: float) -> None:
+        refill_s = self._capacity / self._rate
+        self._buckets = {
+            address: state for address, state in self._buckets.items() if now - state[1] < refill_s
+        }

@@ -9,6 +9,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import TYPE_CHECKING, Any
 
 from app.database.base import Store, StoreError
@@ -24,6 +25,7 @@ from app.services.llm import create_provider, summary_model
 from app.services.llm.base import LLMProvider
 from app.services.mcp.source import McpToolSource
 from app.services.metrics import Metrics
+from app.services.rate_limit import ConnectionRateLimiter
 from app.services.response_bus import ResponseBus, connect_redis
 from app.services.response_feed import LiveResponses
 from app.services.retention import RetentionSweeper
@@ -83,6 +85,9 @@ class Runtime:
     slot: InstanceSlot
     tracing: Tracing
     retention: RetentionSweeper
+    # New connections per client address (None: unlimited), and whose X-Forwarded-For counts.
+    connection_limiter: ConnectionRateLimiter | None
+    trusted_proxies: list[IPv4Network | IPv6Network]
     mcp: McpToolSource | None = None
     shutdown: ShutdownClock = field(default_factory=ShutdownClock)
     bus: ResponseBus | None = None
@@ -202,6 +207,8 @@ async def _start(
             sweep_s=settings.retention_sweep_s,
             batch=settings.retention_batch,
         ),
+        _connection_limiter(settings),
+        [ip_network(entry, strict=False) for entry in settings.trusted_proxies],
         mcp,
         bus=bus,
     )
@@ -241,6 +248,11 @@ def _start_bus(
     live = deps.live
     supervisor.spawn_service(lambda: bus.listen_for_cancels(live), name="bus-cancels")
     return bus
+
+
+def _connection_limiter(settings: Settings) -> ConnectionRateLimiter | None:
+    per_minute = settings.connections_per_minute_per_ip
+    return None if per_minute is None else ConnectionRateLimiter(per_minute=per_minute)
 
 
 async def _take_over(store: Store, slot: InstanceSlot) -> None:

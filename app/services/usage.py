@@ -99,8 +99,7 @@ class UsageGuard:
         others = [live_id for live_id in live if live_id != session_id]
         if len(others) >= limit:
             raise LimitExceeded(
-                f"{limit} sessions are already live at once (the limit); close one and send "
-                "again",
+                f"{limit} sessions are already live at once (the limit); close one and send again",
                 resets_at=None,
             )
 

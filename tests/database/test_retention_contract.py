@@ -30,7 +30,9 @@ async def test_empty_sessions_created_before_the_cutoff_go(store: Store) -> None
     old_spoken, lease = await leased_session(store, at=T0)
     await store.events.append(rows_of(lease, user_message(1, "q")))
     await store.leases.release(lease)
-    deleted = await store.retention.delete_sessions("empty", before=T0 + timedelta(days=1), batch=10)
+    deleted = await store.retention.delete_sessions(
+        "empty", before=T0 + timedelta(days=1), batch=10
+    )
     assert deleted == 1
     assert await remaining(store) == {new_empty.id, old_spoken.id}
     assert await store.sessions.get(old_empty.id) is None

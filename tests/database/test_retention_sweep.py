@@ -31,8 +31,9 @@ def sweeper(store: Store, holder: str, *, retention_days: float | None) -> Reten
 
 async def spoken(store: Store, *, at: datetime) -> str:
     record, lease = await leased_session(store, at=at)
-    events = [user_message(1, "q"), assistant_message(2, "a")]
-    await store.events.append(rows_of(lease, *(e.model_copy(update={"created_at": at}) for e in events)))
+    question = user_message(1, "q").model_copy(update={"created_at": at})
+    answer = assistant_message(2, "a").model_copy(update={"created_at": at})
+    await store.events.append(rows_of(lease, question, answer))
     await store.leases.release(lease)
     return record.id
 

@@ -21,7 +21,9 @@ DAY = datetime(2025, 3, 1, tzinfo=UTC)
 HOUR = datetime(2025, 3, 1, 12, tzinfo=UTC)
 
 
-def answer(seq: int, usage: dict[str, object] | None, *, at: datetime = T0) -> AssistantMessageEvent:
+def answer(
+    seq: int, usage: dict[str, object] | None, *, at: datetime = T0
+) -> AssistantMessageEvent:
     return assistant_message(seq, "a").model_copy(update={"usage": usage, "created_at": at})
 
 
@@ -31,7 +33,11 @@ async def test_an_answer_counts_its_total_tokens_on_its_utc_day(store: Store) ->
     late = datetime(2025, 3, 1, 23, 59, 59, tzinfo=UTC)
     next_day = datetime(2025, 3, 2, 0, 0, 1, tzinfo=UTC)
     await store.events.append(
-        rows_of(lease, answer(3, {"total_tokens": 5}, at=late), answer(4, {"total_tokens": 7}, at=next_day))
+        rows_of(
+            lease,
+            answer(3, {"total_tokens": 5}, at=late),
+            answer(4, {"total_tokens": 7}, at=next_day),
+        )
     )
     assert await store.usage.amount("key:a", "tokens", window_start=DAY) == 35
     assert await store.usage.amount("key:a", "tokens", window_start=DAY + timedelta(days=1)) == 7
@@ -85,7 +91,7 @@ async def test_concurrent_takes_never_pass_the_limit(store: Store) -> None:
 
 async def test_live_sessions_are_the_owners_sessions_with_a_live_lease(store: Store) -> None:
     first, _ = await leased_session(store, owner="key:a")
-    second, second_lease = await leased_session(store, owner="key:a")
+    _, second_lease = await leased_session(store, owner="key:a")
     await leased_session(store, owner="key:b")
     third, third_lease = await leased_session(store, owner="key:a")
     await store.leases.mark_closing(second_lease)  # its client left

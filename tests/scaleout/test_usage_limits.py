@@ -64,7 +64,7 @@ async def test_tokens_used_on_one_instance_count_on_the_other(
     await talker.connection.close()
 
     async def counted() -> bool:
-        return (await _usage(second))["tokens_today"]["used"] > 5
+        return bool((await _usage(second))["tokens_today"]["used"] > 5)
 
     # Counted as the answer is stored, which the writer does just after sending it.
     await wait_until(counted, 10, what="the answer's tokens to be counted")
@@ -99,7 +99,7 @@ async def test_live_sessions_are_limited_across_instances(
     await holder.connection.close()
 
     async def freed() -> bool:
-        return (await _usage(second))["live_sessions"]["used"] == 0
+        return bool((await _usage(second))["live_sessions"]["used"] == 0)
 
     await wait_until(freed, 10, what="the first session's lease to be released")
     done = (await waiting.ask("now?"))[-1]

@@ -54,6 +54,9 @@ class RunningServer:
             # asyncio's loop, not uvloop: the guards watch asyncio's sockets, callbacks and tasks.
             loop="asyncio",
             ws_max_size=max(settings.ws_max_bytes * 4, 16 * 1024 * 1024),
+            # The app alone judges X-Forwarded-For (TRUSTED_PROXIES); uvicorn's own rewrite
+            # would trust any loopback peer (docs/operations.md).
+            proxy_headers=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name=f"server-{self.port}")

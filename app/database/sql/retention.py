@@ -8,7 +8,10 @@ from app.database.base import RetentionKind
 from app.database.sql import SqlRunner
 
 # `kind` is a RetentionKind literal: the only text ever formatted into this statement.
-_CHOSEN = {"empty": "s.event_count = 0 and s.created_at < :before", "idle": "s.updated_at < :before"}
+_CHOSEN = {
+    "empty": "s.event_count = 0 and s.created_at < :before",
+    "idle": "s.updated_at < :before",
+}
 # A live or closing lease that has not expired protects its session: never delete one in use.
 _DELETE = (
     "delete from sessions where id in (select s.id from sessions s where {chosen} "
