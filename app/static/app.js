@@ -43,6 +43,7 @@ const CLOSE_REASONS = {
 // is marked "not sent" rather than left waiting for an acknowledgement that never comes.
 const MESSAGE_REFUSALS = new Set([
   'message_too_large', 'response_in_progress', 'rate_limited', 'invalid_event', 'invalid_json',
+  'usage_limit_exceeded',
 ]);
 
 // `error` frames that mean "nothing stored yet, send the same message again shortly": the
@@ -56,6 +57,7 @@ const ERROR_WORDS = {
   message_too_large: 'That message is too long.',
   response_in_progress: 'Wait for the current answer to finish before sending.',
   rate_limited: 'Too many messages; wait a moment and try again.',
+  usage_limit_exceeded: 'Your usage limit is reached; try again once it resets.',
   session_busy: 'This session is already open elsewhere.',
   store_unavailable: 'The server cannot store messages right now; your message will be sent again.',
   session_not_found: 'That session does not exist.',
@@ -176,7 +178,9 @@ function hideError() {
 function socketUrl() {
   const scheme = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
   const params = new URLSearchParams();
-  if (state.sessionId) {
+  // A session is stored with its first message: one that never spoke cannot be resumed, so a
+  // reconnect before then starts afresh.
+  if (state.sessionId && state.lastSeq > 0) {
     params.set('session_id', state.sessionId);
     if (state.lastSeq > 0) params.set('after_seq', String(state.lastSeq));
   }
