@@ -31,10 +31,13 @@ async def works_at_the_latest_version(store: Store) -> None:
     await store.sessions.save_context_summary(SESSION_ID, summary="s", upto_seq=2)  # a v2 column
     lease = await leased(store, SESSION_ID)
     assert lease.epoch == 1
-    await store.events.append(rows_of(lease, user_message(3, "new")))
+    await store.events.append(rows_of(lease, user_message(3, "new"), assistant_message(4, "a")))
+    # v5: the answer's tokens are counted for the session's owner (builders' usage: 3 tokens).
+    day = assistant_message(4, "").created_at.replace(hour=0, minute=0, second=0, microsecond=0)
+    assert await store.usage.amount("alice", "tokens", window_start=day) == 3
     after = await store.sessions.get(SESSION_ID)
     assert after is not None
-    assert (after.event_count, after.updated_at) == (3, user_message(3, "").created_at)
+    assert (after.event_count, after.updated_at) == (4, assistant_message(4, "").created_at)
     assert (after.context_summary, after.context_summary_seq) == ("s", 2)
     await store.jobs.request_summary(SESSION_ID)
     claim = await store.jobs.claim(SESSION_ID, "summary", claimant="a", stale_after_s=60)
@@ -61,7 +64,7 @@ def test_versions_are_numbered_without_gaps() -> None:
         steps = migrations(dialect)
         assert [step.version for step in steps] == list(range(1, latest_version(dialect) + 1))
     # Both dialects move together: version N means the same schema on either.
-    assert latest_version("postgres") == latest_version("sqlite") == 4
+    assert latest_version("postgres") == latest_version("sqlite") == 5
 
 
 # ---------------------------------------------------------------- SQLite
