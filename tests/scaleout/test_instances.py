@@ -54,11 +54,13 @@ async def test_a_session_resumes_on_the_other_instance(
 
 
 async def test_a_session_live_on_one_instance_is_busy_on_the_other(
-    start_instance: StartInstance,
+    start_instance: StartInstance, fake_groq: FakeGroq
 ) -> None:
     first, second = start_instance(), start_instance()
     holder = await _open(first)
     session_id = (await holder.ready())["session_id"]
+    # Stored (and its lease taken) with its first message.
+    await holder.speak(lambda: fake_groq.script(text_reply("Hi.")))
     code, close_code = await _refusal(second, session_id)
     await holder.connection.close()
     assert (code, close_code) == ("session_busy", 4409)
