@@ -94,6 +94,7 @@ const state = {
   sessionId: null,
   model: null,
   lastSeq: 0, // highest stored-event seq rendered; resumes ask only for newer ones
+  sessionStored: false, // the session is in the store (resumed, or picked from the list)
   pending: new Map(), // client id -> {id, text, el}: sent (or to send), not yet acknowledged
   awaitingResponse: false, // acknowledged a message, its response.started not yet here
   active: null, // {id, el, text, cancelling}: the response streaming now
@@ -180,7 +181,7 @@ function socketUrl() {
   const params = new URLSearchParams();
   // A session is stored with its first message: one that never spoke cannot be resumed, so a
   // reconnect before then starts afresh.
-  if (state.sessionId && state.lastSeq > 0) {
+  if (state.sessionId && (state.sessionStored || state.lastSeq > 0)) {
     params.set('session_id', state.sessionId);
     if (state.lastSeq > 0) params.set('after_seq', String(state.lastSeq));
   }
@@ -355,6 +356,7 @@ function onSessionReady(frame) {
   // Asked to resume one session, got another: what is on screen belongs to the old one.
   if (state.sessionId && frame.session_id !== state.sessionId) clearTranscript();
   state.sessionId = frame.session_id;
+  state.sessionStored = frame.resumed;
   if (state.leftSessionId === state.sessionId) state.leftSessionId = null;
   state.model = frame.model || state.model;
   state.reconnectAttempt = 0;
@@ -827,6 +829,7 @@ function switchSession(sessionId) {
   setPhase('disconnected');
   resetConversation();
   state.sessionId = sessionId;
+  state.sessionStored = sessionId !== null;
   markCurrentSession();
   updateChatTitle();
   connect();
