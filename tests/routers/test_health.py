@@ -67,7 +67,7 @@ async def test_readyz_says_ready_and_names_the_store(http: httpx.AsyncClient) ->
     assert (body["status"], body["store"]) == ("ready", "sqlite")
     assert body["services"] == {
         name: {"running": True, "restarts": 0}
-        for name in ("event-writer", "lease-heartbeat", "summary-poll")
+        for name in ("event-writer", "lease-heartbeat", "summary-poll", "retention")
     }
 
 
@@ -135,6 +135,7 @@ async def test_openapi_lists_the_rest_paths(http: httpx.AsyncClient) -> None:
     assert set(paths["/api/sessions"]) >= {"get"}
     assert set(paths["/api/sessions/{session_id}"]) >= {"get", "delete"}
     assert set(paths["/api/sessions/{session_id}/events"]) >= {"get"}
+    assert set(paths["/api/usage"]) >= {"get"}
     for path in ("/healthz", "/readyz", "/metrics"):
         assert "get" in paths[path], path
 

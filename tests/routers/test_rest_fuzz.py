@@ -40,6 +40,7 @@ REQUESTS_PER_OPERATION = {
     "GET /api/sessions/{session_id}": 30,
     "GET /api/sessions/{session_id}/events": 100,
     "DELETE /api/sessions/{session_id}": 30,
+    "GET /api/usage": 10,
     "GET /healthz": 10,
     "GET /readyz": 10,
     "GET /metrics": 10,
