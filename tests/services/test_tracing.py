@@ -330,9 +330,11 @@ async def test_a_batch_the_store_refused_for_a_while_shows_its_retries(
     exporter = InMemorySpanExporter()
     server = start_server(span_exporter=exporter, database_timeout_s=0.2)
     writer = runtime_of(server).writer
-    fake_groq.script(text_reply("hi"))
     async with server.connect() as client:
         await client.ready()
+        # Stored with its first message; the stall is on the second one's batch.
+        await client.speak(lambda: fake_groq.script(text_reply("first")))
+        fake_groq.script(text_reply("hi"))
         with stalled(server):
             await client.send({"type": "user.message", "text": "hello", "id": "m1"})
 
