@@ -161,6 +161,7 @@ def check_connection_rate(websocket: WebSocket, runtime: Runtime) -> None:
         runtime.trusted_proxies,
     )
     if not limiter.allow(address):
+        runtime.metrics.connection_refusals.inc()
         raise Refusal(
             ErrorCode.RATE_LIMITED,
             "too many new connections from this address; wait a minute",

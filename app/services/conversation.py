@@ -324,6 +324,7 @@ class Conversation:
                 return self.lease
         except LimitExceeded as e:
             self._storing = None
+            self._deps.metrics.usage_refusals.labels(limit=e.limit).inc()
             await self.send(
                 ErrorFrame(
                     code=ErrorCode.USAGE_LIMIT_EXCEEDED,

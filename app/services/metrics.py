@@ -73,6 +73,17 @@ class Metrics:
             "Heartbeats that could not renew every lease this instance holds",
             registry=self.registry,
         )
+        self.usage_refusals = Counter(
+            "chat_usage_refusals",
+            "User messages refused over an owner's usage limit, by limit",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.connection_refusals = Counter(
+            "chat_connection_refusals",
+            "New connections refused over CONNECTIONS_PER_MINUTE_PER_IP",
+            registry=self.registry,
+        )
         self.jobs_claimed = Counter(
             "chat_background_jobs_claimed",
             "Summaries and titles claimed by this instance, by kind",

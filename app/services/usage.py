@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from app.database.base import SHARED_OWNER, UsageRepository
 from app.protocol import UsageMeter, UsageView
@@ -24,12 +25,16 @@ class UsageLimits:
     sessions_per_hour: int | None = None
 
 
-class LimitExceeded(Exception):
-    """A limit is reached: `message` says which and when it resets (`resets_at`, when it does
-    by time; a live-sessions limit frees up when another session closes)."""
+LimitName = Literal["tokens_per_day", "live_sessions", "sessions_per_hour"]
 
-    def __init__(self, message: str, *, resets_at: datetime | None) -> None:
+
+class LimitExceeded(Exception):
+    """The `limit` is reached: `message` says which and when it resets (`resets_at`, when it
+    does by time; a live-sessions limit frees up when another session closes)."""
+
+    def __init__(self, limit: LimitName, message: str, *, resets_at: datetime | None) -> None:
         super().__init__(message)
+        self.limit = limit
         self.message = message
         self.resets_at = resets_at
 
@@ -86,6 +91,7 @@ class UsageGuard:
         if used >= limit:
             resets_at = day_start(now) + timedelta(days=1)
             raise LimitExceeded(
+                "tokens_per_day",
                 f"the daily limit of {limit} tokens is used up ({used} today); "
                 f"it resets at {_when(resets_at)}",
                 resets_at=resets_at,
@@ -99,6 +105,7 @@ class UsageGuard:
         others = [live_id for live_id in live if live_id != session_id]
         if len(others) >= limit:
             raise LimitExceeded(
+                "live_sessions",
                 f"{limit} sessions are already live at once (the limit); close one and send again",
                 resets_at=None,
             )
@@ -110,6 +117,7 @@ class UsageGuard:
         if not await self._usage.take(owner, "sessions", window_start=hour_start(now), limit=limit):
             resets_at = hour_start(now) + timedelta(hours=1)
             raise LimitExceeded(
+                "sessions_per_hour",
                 f"the limit of {limit} new sessions an hour is reached; it resets at "
                 f"{_when(resets_at)}",
                 resets_at=resets_at,

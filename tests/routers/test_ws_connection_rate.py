@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
+import httpx
+
 from app.routers.client_address import client_address
 from tests.conftest import StartServer
 from tests.support.client import Frame
@@ -33,6 +35,9 @@ async def test_connections_past_the_limit_are_refused_with_1008(start_server: St
         "retryable": True,
         "close_code": 1008,
     }
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as http:
+        metrics = (await http.get("/metrics")).text
+    assert "chat_connection_refusals_total 1.0" in metrics
 
 
 async def test_forwarded_for_counts_only_from_a_trusted_proxy(start_server: StartServer) -> None:

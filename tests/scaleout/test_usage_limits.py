@@ -73,6 +73,9 @@ async def test_tokens_used_on_one_instance_count_on_the_other(
     refusal = await _refused(other)
     usage = await _usage(second)
     await other.connection.close()
+    base = second.ws_url.replace("ws://", "http://").removesuffix("/ws")
+    async with httpx.AsyncClient(base_url=base, trust_env=False) as http:
+        metrics = (await http.get("/metrics")).text
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
     assert refusal["code"] == "usage_limit_exceeded"
     assert refusal["retryable"] is True
@@ -83,6 +86,7 @@ async def test_tokens_used_on_one_instance_count_on_the_other(
     assert len(fake_groq.requests) == asked_before  # no model call
     assert usage["tokens_today"]["limit"] == 5
     assert usage["tokens_today"]["used"] > 5
+    assert 'chat_usage_refusals_total{limit="tokens_per_day"} 1.0' in metrics
 
 
 async def test_live_sessions_are_limited_across_instances(
