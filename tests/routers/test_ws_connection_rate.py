@@ -35,7 +35,7 @@ async def test_connections_past_the_limit_are_refused_with_1008(start_server: St
         "retryable": True,
         "close_code": 1008,
     }
-    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=server.http_url, trust_env=False, verify=False) as http:
         metrics = (await http.get("/metrics")).text
     assert "chat_connection_refusals_total 1.0" in metrics
 
