@@ -308,6 +308,7 @@ class SessionHub:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return self._deps.supervisor.spawn(coroutine, name=name)
+
     def _refuse_unspoken(self, session_id: str | None, owner: str | None) -> None:
         """A session not stored yet (its client has not spoken) exists only in its connection:
         open here, a second connection is told it is busy; gone, it never existed."""
