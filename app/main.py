@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.database.base import StoreError
 from app.logs import configure_logging
-from app.routers import health, page, sessions, usage, ws
+from app.routers import ai_sdk, ai_sdk_ws, health, page, sessions, usage, ws
 from app.routers.hosts import AllowedHostsMiddleware
 from app.routers.page import STATIC_DIR
 from app.routers.request_spans import RequestSpans
@@ -81,6 +81,8 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(sessions.router)
     app.include_router(usage.router)
+    app.include_router(ai_sdk.router)
+    app.include_router(ai_sdk_ws.router)
     app.include_router(health.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -23,6 +23,8 @@ from pydantic import (
 )
 
 MAX_CLIENT_ID_CHARS = 64
+# The largest seq (a signed 64-bit integer, as PostgreSQL's bigint).
+MAX_SEQ = 2**63 - 1
 
 
 class ErrorCode(StrEnum):
@@ -172,6 +174,9 @@ class AssistantMessageEvent(_StoredEvent):
     usage: dict[str, JsonValue] | None
     model: str
     error: ErrorInfo | None = Field(default=None, exclude_if=lambda value: value is None)
+    # An addition to version 1: the response this one replaced (an AI SDK regenerate). The
+    # replaced response stays in the log; the model and the UI message views leave it out.
+    supersedes: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 StoredEvent = Annotated[
@@ -235,6 +240,8 @@ class ResponseDone(_Frame):
     error: ErrorInfo | None = None
     # Which model answered (optional field added to version 1).
     model: str | None = None
+    # The response this one replaced (optional, see `AssistantMessageEvent.supersedes`).
+    supersedes: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class ErrorFrame(_Frame):

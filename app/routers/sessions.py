@@ -6,15 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from app.protocol import EventPage, SessionPage, SessionView
+from app.protocol import MAX_SEQ, EventPage, SessionPage, SessionView
 from app.routers.deps import OwnerDep, RuntimeDep
 from app.services.sessions import InvalidCursor, SessionNotFound
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
-# Seqs are 64-bit integers in every store; larger values are a client's mistake (422), not a 500.
-MAX_SEQ = 2**63 - 1
-
+# Seqs are 64-bit integers in every store (MAX_SEQ); larger values are a client's mistake (422).
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such session"}}
 
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from app.logs import session_id_var
 from app.protocol import (
+    MAX_SEQ,
     CloseCode,
     ErrorCode,
     ErrorFrame,
@@ -23,7 +24,6 @@ from app.protocol import (
 from app.routers.client_address import client_address
 from app.routers.deps import bearer_token
 from app.routers.hosts import host_refusal
-from app.routers.sessions import MAX_SEQ
 from app.services.auth import AuthUnavailable, Unauthorized
 from app.services.hub import Connection, ConnectRefused
 from app.services.rate_limit import FrameRateLimiter, Verdict
@@ -86,7 +86,12 @@ class WebSocketSink:
             return
         # The model's own core serializer: the same JSON as `model_dump_json()` at a third of the
         # cost per frame (no per-call argument handling); see docs/performance.md.
-        data = frame.__pydantic_serializer__.to_json(frame).decode()
+        await self.send_text(frame.__pydantic_serializer__.to_json(frame).decode())
+
+    async def send_text(self, data: str) -> None:
+        """Send one text frame as it is (after the client left: dropped)."""
+        if self.closed:
+            return
         async with self._lock:
             try:
                 async with asyncio.timeout(self._send_timeout_s):

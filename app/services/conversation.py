@@ -20,6 +20,7 @@ from typing import Protocol, assert_never
 from app.database.base import EventRow, Lease, SessionRecord, Store, StoreError, WriteRefused
 from app.protocol import (
     RESPONSE_FRAME_TYPES,
+    AssistantMessageEvent,
     ClientFrame,
     ErrorCode,
     ErrorFrame,
@@ -35,6 +36,7 @@ from app.protocol import (
 )
 from app.services.context import ContextBudget, ContextTooSmall, RollingSummary
 from app.services.event_writer import EventWriter
+from app.services.history import current_events
 from app.services.llm.base import ChatMessage, LLMError, LLMProvider, ToolDefinition
 from app.services.metrics import Metrics
 from app.services.response_feed import LiveResponses, ResponseFeed
@@ -178,9 +180,12 @@ class Conversation:
         return bool(self._message_ids)
 
     async def prompt(self, tools: Sequence[ToolDefinition], *, hard: bool) -> list[ChatMessage]:
+        runner = self._tasks.runner
+        superseding = runner.supersedes if runner is not None and self.responding else None
+        events = current_events(self._events, also_superseded=superseding)
         try:
             messages, rolling = await self._deps.context.fit(
-                self._events, self._rolling, tools, hard=hard
+                events, self._rolling, tools, hard=hard
             )
         except ContextTooSmall as e:
             raise LLMError(ErrorCode.LLM_ERROR, str(e)) from e
@@ -396,7 +401,22 @@ class Conversation:
         self._events.append(message)
         self._message_ids[message.id] = message
 
-    def _start_response(self) -> None:
+    async def regenerate(self, response_id: str | None) -> tuple[ErrorCode, str] | None:
+        """Answer the last user message again, replacing the last answer (`response_id`, when
+        given, must name it). Returns why not; limits and store trouble go to the client as
+        `error` frames, as for a message. The replaced answer stays in the log."""
+        if self.responding or self._storing is not None:
+            return ErrorCode.RESPONSE_IN_PROGRESS, "wait for the current response or cancel it"
+        last = self._events[-1] if self._events else None
+        if not isinstance(last, AssistantMessageEvent):
+            return ErrorCode.INVALID_EVENT, "there is no answer to regenerate"
+        if response_id is not None and response_id != last.response_id:
+            return ErrorCode.INVALID_EVENT, "only the last answer can be regenerated"
+        if await self._admit() is not None:
+            self._start_response(supersedes=last.response_id)
+        return None
+
+    def _start_response(self, *, supersedes: str | None = None) -> None:
         deps = self._deps
         runner = ResponseRunner(
             self,
@@ -413,6 +433,7 @@ class Conversation:
             metrics=deps.metrics,
             tracing=deps.tracing,
             owner=self.session_record.owner,
+            supersedes=supersedes,
         )
         self._tasks.runner = runner
         self._tasks.feed = deps.live.start(

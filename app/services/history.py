@@ -90,6 +90,32 @@ class _MessageBuilder:
         return self.messages
 
 
+def superseded_responses(events: Sequence[StoredEvent]) -> set[str]:
+    """The ids of responses a later one replaced (regenerated answers)."""
+    return {
+        event.supersedes
+        for event in events
+        if isinstance(event, AssistantMessageEvent) and event.supersedes is not None
+    }
+
+
+def current_events(
+    events: Sequence[StoredEvent], *, also_superseded: str | None = None
+) -> Sequence[StoredEvent]:
+    """The events without those of replaced responses (`also_superseded`: one being replaced
+    right now, whose replacement is not stored yet): what the model and the summaries see."""
+    superseded = superseded_responses(events)
+    if also_superseded is not None:
+        superseded.add(also_superseded)
+    if not superseded:
+        return events
+    return [
+        event
+        for event in events
+        if isinstance(event, UserMessageEvent) or event.response_id not in superseded
+    ]
+
+
 def build_messages(system_prompt: str, events: Sequence[StoredEvent]) -> list[ChatMessage]:
     """System prompt, then the conversation, with every tool call closed by a result."""
     builder = _MessageBuilder(system_prompt)

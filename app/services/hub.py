@@ -19,7 +19,7 @@ from app.database.base import (
     StoreError,
     WriteRefused,
 )
-from app.protocol import CloseCode, ErrorCode, SessionReady
+from app.protocol import MAX_SEQ, CloseCode, ErrorCode, ResponseFrame, SessionReady, StoredEvent
 from app.services.conversation import (
     Conversation,
     ConversationDeps,
@@ -30,7 +30,7 @@ from app.services.conversation import (
 from app.services.joining import RemoteJoin
 from app.services.leases import LeaseBusy, LeaseKeeper, SessionGone
 from app.services.remote_joins import JoinBusy, RemoteJoins
-from app.services.response_bus import ResponseBus
+from app.services.response_bus import BusUnavailable, ResponseBus
 from app.services.response_feed import LiveResponses
 from app.services.summaries import Summarizer
 from app.services.usage import UsageGuard
@@ -171,14 +171,72 @@ class SessionHub:
         connection.credentials = credentials
         return connection, ready
 
+    async def connect_chat(
+        self, session_id: str, *, owner: str | None, sink: FrameSink, credentials: str | None
+    ) -> tuple[Connection, SessionReady]:
+        """Attach to a session chosen by its client (an AI SDK chat): resumed when stored,
+        else new with that id (stored with its first message, as any new session)."""
+        if self._draining:
+            raise ConnectRefused(
+                ErrorCode.INTERNAL_ERROR, "the server is shutting down; retry", retryable=True
+            )
+        try:
+            record = await self._deps.store.sessions.get(session_id)
+        except StoreError as e:
+            raise _store_refusal(e) from e
+        if record is not None or session_id in self._live:
+            return await self.connect(
+                session_id, after_seq=MAX_SEQ, owner=owner, sink=sink, credentials=credentials
+            )
+        conversation, ready = await self._start_new(owner, sink, session_id=session_id)
+        conversation.credentials = credentials
+        return conversation, ready
+
+    def frames_before_join(self, connection: Connection) -> list[ResponseFrame]:
+        """The joined response's frames from its start up to the join; call with no await
+        after `connect`, so that they and the frames the sink gets next are the whole."""
+        if isinstance(connection, RemoteJoin):
+            return connection.frames_before_join
+        feed = self._deps.live.of_session(connection.session_id)
+        return [] if feed is None else feed.frames()
+
+    async def response_running(self, session_id: str) -> bool:
+        """A response of the session runs, here or (as far as the bus knows) elsewhere."""
+        if self._deps.live.of_session(session_id) is not None:
+            return True
+        if self._remote is None:
+            return False
+        try:
+            return await self._remote.running(session_id)
+        except BusUnavailable:
+            return False  # a resume then finds the stored result
+
+    def live_events(self, session_id: str) -> list[StoredEvent] | None:
+        """The events of a session live here, newer than the store while writes are queued."""
+        conversation = self._live.get(session_id)
+        return None if conversation is None else list(conversation.events)
+
+    async def cancel_running(self, session_id: str) -> bool:
+        """Cancel the session's running response, here or on the instance that runs it."""
+        conversation = self._live.get(session_id)
+        if conversation is not None and conversation.responding:
+            conversation.cancel_response()
+            return True
+        if self._remote is None:
+            return False
+        try:
+            return await self._remote.cancel_running(session_id)
+        except BusUnavailable as e:
+            raise StoreError(f"the message bus does not answer: {e}", retryable=True) from e
+
     async def _start_new(
-        self, owner: str | None, sink: FrameSink
+        self, owner: str | None, sink: FrameSink, *, session_id: str | None = None
     ) -> tuple[Conversation, SessionReady]:
         """A new session, stored only with its first message (`open_session`): a connection
         that never speaks leaves no row."""
         now = datetime.now(UTC)
         record = SessionRecord(
-            id=str(uuid.uuid4()),
+            id=session_id or str(uuid.uuid4()),
             created_at=now,
             updated_at=now,
             model=self._deps.provider.model,

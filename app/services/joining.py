@@ -111,6 +111,8 @@ class RemoteJoin:
         self._sink: FrameSink | None = sink
         self.claim_token = claim_token
         self._seen = _Seen(last_seq=sent_upto_seq)
+        # The response's frames from its start up to the join (an HTTP resume replays them).
+        self.frames_before_join = [entry.frame for entry in frames]
         for entry in frames:
             self._note(entry)
         self._conversation: Conversation | None = None

@@ -118,6 +118,19 @@ class RemoteJoins:
         self._active[session_id] = join
         return join, ready
 
+    async def running(self, session_id: str) -> bool:
+        """The bus knows a running response of the session. Raises `BusUnavailable`."""
+        return await self._bus.running_response(session_id) is not None
+
+    async def cancel_running(self, session_id: str) -> bool:
+        """Ask the instance running the session's response to cancel it; False when the bus
+        knows no running response. Raises `BusUnavailable`."""
+        response_id = await self._bus.running_response(session_id)
+        if response_id is None:
+            return False
+        await self._bus.cancel(response_id)
+        return True
+
     def of_session(self, session_id: str) -> RemoteJoin | None:
         """The connection here joined to the session's response elsewhere, if there is one."""
         return self._active.get(session_id)

@@ -106,6 +106,10 @@ class ResponseFeed:
             self._followers.clear()
             self._on_end(self)
 
+    def frames(self) -> list[ResponseFrame]:
+        """The frames so far, from `response.started`."""
+        return list(self._frames)
+
     def follow(self, *, limit: int = FOLLOWER_LIMIT) -> tuple[list[ResponseFrame], FeedFollower]:
         """The frames so far and a follower of the rest, taken together (no frame in between)."""
         follower = FeedFollower(self, limit=limit)

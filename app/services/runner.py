@@ -152,8 +152,11 @@ class ResponseRunner:
         metrics: Metrics,
         tracing: Tracing,
         owner: str | None,
+        supersedes: str | None = None,
     ) -> None:
         self.response_id = response_id
+        # The earlier response this one replaces (a regenerate), stored with its answer.
+        self.supersedes = supersedes
         self._host = host
         self._provider = provider
         self._tools = tools
@@ -400,6 +403,7 @@ class ResponseRunner:
             usage=progress.usage,
             model=progress.model,
             error=error,
+            supersedes=self.supersedes,
         )
         self._host.record(message)
         if self._span is not None:
@@ -420,4 +424,5 @@ def done_frame(message: AssistantMessageEvent) -> ResponseDone:
         usage=message.usage,
         error=message.error,
         model=message.model,
+        supersedes=message.supersedes,
     )

@@ -20,6 +20,7 @@ from app.protocol import (
     UserMessageEvent,
 )
 from app.services.context import estimate_tokens
+from app.services.history import current_events
 from app.services.llm.base import ChatMessage, LLMError, LLMProvider, complete_text
 from app.services.metrics import Metrics
 from app.services.supervisor import TaskSupervisor
@@ -123,7 +124,7 @@ async def summarize_in_parts(
 
 
 def _lines(events: Sequence[StoredEvent]) -> list[str]:
-    return [line for line in map(transcript_line, events) if line]
+    return [line for line in map(transcript_line, current_events(events)) if line]
 
 
 class Summarizer:

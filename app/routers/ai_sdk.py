@@ -1,0 +1,154 @@
+"""The Vercel AI SDK's HTTP chat transport (`DefaultChatTransport`): `POST /api/chat` answers
+with the UI message stream over SSE; load, resume and stop a chat (docs/ai-sdk.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, HTTPException, Path, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from app.protocol import ErrorCode
+from app.routers.deps import OwnerDep, RuntimeDep, bearer_token
+from app.services.ai_sdk import CHAT_ID_PATTERN, ChatRefused, ChatTurns, Turn
+from app.services.ai_sdk.requests import BadChatRequest, ChatBody, chat_request
+from app.services.runtime import Runtime
+
+router = APIRouter(prefix="/api/chat", tags=["ai-sdk"])
+
+# A comment line after this long without a chunk keeps proxies from closing a quiet stream.
+KEEP_ALIVE_S = 15.0
+# The `ai` package's UI_MESSAGE_STREAM_HEADERS: the header tells it this is protocol v1.
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-vercel-ai-ui-message-stream", b"v1"),
+    (b"x-accel-buffering", b"no"),
+]
+ChatIdPath = Annotated[str, Path(pattern=CHAT_ID_PATTERN)]
+
+HTTP_STATUS = {
+    ErrorCode.INVALID_EVENT: 400,
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.MESSAGE_TOO_LARGE: 413,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.SESSION_NOT_FOUND: 404,
+    ErrorCode.SESSION_BUSY: 409,
+    ErrorCode.RESPONSE_IN_PROGRESS: 409,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.USAGE_LIMIT_EXCEEDED: 429,
+}
+
+
+def chat_turns(runtime: Runtime) -> ChatTurns:
+    return ChatTurns(runtime.hub, runtime.store, model=runtime.provider.model)
+
+
+def refusal_response(refused: ChatRefused) -> JSONResponse:
+    """A turn refused before anything streamed: an HTTP error `useChat` shows as its error."""
+    status = HTTP_STATUS.get(refused.code, 503)
+    headers = {}
+    if status == 503:
+        headers["Retry-After"] = "2"
+    content: dict[str, Any] = {"detail": refused.message, "code": refused.code.value}
+    if refused.resets_at is not None:
+        content["resets_at"] = refused.resets_at.isoformat()
+    return JSONResponse(content, status_code=status, headers=headers)
+
+
+def _credentials(request: Request, owner: str | None) -> str | None:
+    if owner is None:
+        return None
+    return bearer_token(request.headers.get("authorization"), request.query_params.get("token"))
+
+
+@router.post(
+    "",
+    response_class=Response,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "UI message stream"}},
+)
+async def post_chat(
+    request: Request, runtime: RuntimeDep, owner: OwnerDep, body: Annotated[ChatBody, Body()]
+) -> Response:
+    """A `useChat` turn: the new user message (or a regenerate), answered as a UI message
+    stream. Only the last message of `messages` is read."""
+    try:
+        turn = await chat_turns(runtime).submit(
+            chat_request(body), owner=owner, credentials=_credentials(request, owner)
+        )
+    except BadChatRequest as e:
+        raise HTTPException(status_code=400, detail=str(e)) from e
+    except ChatRefused as e:
+        return refusal_response(e)
+    return UIMessageStreamResponse(turn)
+
+
+@router.get("/{chat_id}/messages")
+async def get_messages(
+    chat_id: ChatIdPath, runtime: RuntimeDep, owner: OwnerDep
+) -> list[dict[str, Any]]:
+    """The stored chat as UIMessages for `useChat({messages})`; `[]` for a new chat."""
+    return await chat_turns(runtime).messages(chat_id, owner=owner)
+
+
+@router.get("/{chat_id}/stream", responses={204: {"description": "no answer is running"}})
+async def resume_stream(
+    chat_id: ChatIdPath, request: Request, runtime: RuntimeDep, owner: OwnerDep
+) -> Response:
+    """`useChat({resume: true})`: the running answer from its start, then live; 204 if none."""
+    try:
+        turn = await chat_turns(runtime).resume(
+            chat_id, owner=owner, credentials=_credentials(request, owner)
+        )
+    except ChatRefused as e:
+        return refusal_response(e)
+    if turn is None:
+        return Response(status_code=204)
+    return UIMessageStreamResponse(turn)
+
+
+@router.post("/{chat_id}/stop")
+async def stop_chat(chat_id: ChatIdPath, runtime: RuntimeDep, owner: OwnerDep) -> dict[str, bool]:
+    """Cancel the chat's running answer (a client's abort alone only disconnects it)."""
+    return {"stopped": await chat_turns(runtime).stop(chat_id, owner=owner)}
+
+
+class UIMessageStreamResponse(Response):
+    """The turn's chunks as SSE, `data: [DONE]` last. The client's leaving is noticed at once
+    (not at the next write), so a resume right after a reload finds the answer joinable."""
+
+    def __init__(self, turn: Turn) -> None:
+        super().__init__(status_code=200)
+        self._turn = turn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streaming = asyncio.ensure_future(self._stream(send))
+        leaving = asyncio.ensure_future(_client_left(receive))
+        try:
+            await asyncio.wait([streaming, leaving], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, leaving):
+                task.cancel()
+            await asyncio.wait([streaming, leaving])
+            self._turn.close()
+        error = None if streaming.cancelled() else streaming.exception()
+        if error is not None and not isinstance(error, OSError):  # OSError: the client left
+            raise error
+
+    async def _stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+        async for chunk in self._turn.chunks(idle_s=KEEP_ALIVE_S):
+            data = (
+                b": keep-alive\n\n" if chunk is None else b"data: " + orjson.dumps(chunk) + b"\n\n"
+            )
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+async def _client_left(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,285 @@
+"""Chat turns of AI SDK clients: a message (or a regenerate) in, one answer out as UI message
+chunks, through the same conversations, store and joins as the WebSocket protocol.
+
+Each turn is a connection to its session for as long as its answer streams: when its client
+leaves, the answer runs on and is stored (as after a WebSocket disconnect), and a resume joins it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.database.base import Store
+from app.protocol import (
+    MAX_SEQ,
+    ErrorCode,
+    ErrorFrame,
+    ResponseCancelIn,
+    ServerFrame,
+    UserMessageEvent,
+    UserMessageIn,
+)
+from app.services.ai_sdk.chat_ids import check_chat_id, derived_session_id
+from app.services.ai_sdk.ui_messages import UIMessage, stored_answer_frames, ui_messages
+from app.services.ai_sdk.ui_stream import Chunk, UIStreamEncoder
+from app.services.conversation import Conversation
+from app.services.hub import Connection, ConnectRefused, SessionHub, parse_session_id, visible_to
+
+log = logging.getLogger(__name__)
+
+# Frames a turn's reader may fall behind before it is dropped (the answer goes on, stored).
+FRAMES_BEHIND_LIMIT = 10_000
+# A resume may arrive before the server noticed that the reader it replaces has gone.
+RESUME_BUSY_WAIT_S = 2.0
+_RESUME_BUSY_POLL_S = 0.1
+
+
+class ChatRefused(Exception):
+    """A turn cannot start; `code` says why (HTTP maps it to a status)."""
+
+    def __init__(self, code: ErrorCode, message: str, *, resets_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.resets_at = resets_at
+
+    @classmethod
+    def of_frame(cls, frame: ErrorFrame) -> ChatRefused:
+        return cls(frame.code, frame.message, resets_at=frame.resets_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What a turn needs of the AI SDK's request body."""
+
+    chat_id: str
+    regenerate: bool
+    # submit: the new user message (its UIMessage id is the idempotency key).
+    text: str = ""
+    message_id: str | None = None
+    # regenerate: the answer to replace (None: the last).
+    replaces: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    """The conversation closed the turn's connection (its session was deleted or moved)."""
+
+    reason: str
+
+
+class QueueSink:
+    """A conversation's frames for one turn, queued for its reader; never blocks the sender."""
+
+    def __init__(self, *, limit: int = FRAMES_BEHIND_LIMIT) -> None:
+        self._queue: asyncio.Queue[ServerFrame | _Closed] = asyncio.Queue()
+        self._limit = limit
+        self.closed = False
+
+    async def send(self, frame: ServerFrame) -> None:
+        if self.closed:
+            return
+        if self._queue.qsize() >= self._limit:
+            log.warning("dropping an AI SDK reader that fell too far behind")
+            await self.close(1008, "the reader fell too far behind; resume to continue")
+            return
+        self._queue.put_nowait(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self._queue.put_nowait(_Closed(reason))
+
+    def queued(self) -> list[ServerFrame]:
+        """The frames sent so far and not read, taken without waiting."""
+        frames: list[ServerFrame] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _Closed):
+                self._queue.put_nowait(item)  # stays the last thing to read
+                break
+            frames.append(item)
+        return frames
+
+    async def next(self, timeout_s: float) -> ServerFrame | _Closed | None:
+        """The next frame, or None when none came within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+
+
+class Turn:
+    """One answer streaming to one AI SDK reader, as UI message chunks."""
+
+    def __init__(
+        self,
+        hub: SessionHub,
+        connection: Connection | None,
+        sink: QueueSink | None,
+        *,
+        session_id: str,
+        model: str,
+        first: Sequence[ServerFrame],
+    ) -> None:
+        self._hub = hub
+        self._connection = connection
+        self._sink = sink
+        self._first = list(first)
+        self._encoder = UIStreamEncoder(session_id=session_id, model=model)
+
+    async def chunks(self, *, idle_s: float) -> AsyncIterator[Chunk | None]:
+        """The answer's chunks through its end; None after `idle_s` without one (a keep-alive
+        for the transport to send)."""
+        for frame in self._first:
+            for chunk in self._encoder.encode(frame):
+                yield chunk
+        while not self._encoder.ended and self._sink is not None:
+            item = await self._sink.next(idle_s)
+            if item is None:
+                yield None
+            elif isinstance(item, _Closed):
+                yield {"type": "error", "errorText": item.reason}
+                return
+            else:
+                for chunk in self._encoder.encode(item):
+                    yield chunk
+
+    async def cancel(self) -> None:
+        """Stop the answer (it is stored as cancelled; readers get `abort`)."""
+        if self._connection is not None and not self._encoder.ended:
+            await self._connection.handle(ResponseCancelIn(type="response.cancel"))
+
+    def close(self) -> None:
+        """The reader is gone (or done): the answer runs on without it. Idempotent."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._hub.disconnect(connection)
+
+
+class ChatTurns:
+    """The AI SDK's chats on this server: turns, resumes, stops and the stored messages."""
+
+    def __init__(self, hub: SessionHub, store: Store, *, model: str) -> None:
+        self._hub = hub
+        self._store = store
+        self._model = model
+
+    async def session_of(self, chat_id: str, owner: str | None) -> str:
+        """The session of the caller's chat: a session id of theirs is that session (a
+        WebSocket session continued with useChat); any other id is theirs alone."""
+        check_chat_id(chat_id)
+        session_id = parse_session_id(chat_id)
+        if session_id is not None:
+            record = await self._store.sessions.get(session_id)
+            if record is not None and visible_to(record, owner):
+                return session_id
+        return derived_session_id(chat_id, owner)
+
+    async def submit(
+        self, request: ChatRequest, *, owner: str | None, credentials: str | None
+    ) -> Turn:
+        """Take the message (or the regenerate) and start its answer; `ChatRefused` if not."""
+        session_id = await self.session_of(request.chat_id, owner)
+        sink = QueueSink()
+        try:
+            connection, ready = await self._hub.connect_chat(
+                session_id, owner=owner, sink=sink, credentials=credentials
+            )
+        except ConnectRefused as e:
+            raise ChatRefused(e.code, e.message) from e
+        try:
+            if ready.live_response is not None or not isinstance(connection, Conversation):
+                raise ChatRefused(
+                    ErrorCode.RESPONSE_IN_PROGRESS,
+                    "an answer is still running in this chat: resume it, or stop it",
+                )
+            first = await self._start(connection, sink, request)
+        except BaseException:
+            self._hub.disconnect(connection)
+            raise
+        if not connection.responding:
+            # A resent message that was answered before: its stored answer, once more.
+            self._hub.disconnect(connection)
+            return Turn(
+                self._hub, None, None, session_id=session_id, model=self._model, first=first
+            )
+        return Turn(
+            self._hub, connection, sink, session_id=session_id, model=self._model, first=first
+        )
+
+    async def _start(
+        self, conversation: Conversation, sink: QueueSink, request: ChatRequest
+    ) -> list[ServerFrame]:
+        """Hand the request to the conversation; the frames it answered with so far."""
+        if request.regenerate:
+            refusal = await conversation.regenerate(request.replaces)
+            if refusal is not None:
+                raise ChatRefused(*refusal)
+        else:
+            message = UserMessageIn(type="user.message", text=request.text, id=request.message_id)
+            await conversation.handle(message)
+        frames = sink.queued()
+        for frame in frames:
+            if isinstance(frame, ErrorFrame):
+                raise ChatRefused.of_frame(frame)
+        if conversation.responding:
+            return frames
+        acknowledged = next((f for f in frames if isinstance(f, UserMessageEvent)), None)
+        if acknowledged is None:
+            raise ChatRefused(ErrorCode.INTERNAL_ERROR, "the message was not taken; send it again")
+        return list(stored_answer_frames(conversation.events, acknowledged.seq))
+
+    async def resume(
+        self, chat_id: str, *, owner: str | None, credentials: str | None
+    ) -> Turn | None:
+        """The chat's running answer from its start, then live; None when none runs."""
+        session_id = await self.session_of(chat_id, owner)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESUME_BUSY_WAIT_S
+        while await self._hub.response_running(session_id):
+            sink = QueueSink()
+            try:
+                connection, ready = await self._hub.connect(
+                    session_id, after_seq=MAX_SEQ, owner=owner, sink=sink, credentials=credentials
+                )
+            except ConnectRefused as e:
+                if e.code is ErrorCode.SESSION_NOT_FOUND:
+                    return None
+                if e.code is ErrorCode.SESSION_BUSY and loop.time() < deadline:
+                    await asyncio.sleep(_RESUME_BUSY_POLL_S)
+                    continue
+                raise ChatRefused(e.code, e.message) from e
+            # No await from the connect to this: these frames and the sink's are the whole.
+            first = self._hub.frames_before_join(connection)
+            if ready.live_response is None:
+                self._hub.disconnect(connection)
+                return None
+            return Turn(
+                self._hub, connection, sink, session_id=session_id, model=self._model, first=first
+            )
+        return None
+
+    async def stop(self, chat_id: str, *, owner: str | None) -> bool:
+        """Cancel the chat's running answer; False when none runs."""
+        session_id = await self.session_of(chat_id, owner)
+        record = await self._store.sessions.get(session_id)
+        if record is None or not visible_to(record, owner):
+            return False
+        return await self._hub.cancel_running(session_id)
+
+    async def messages(self, chat_id: str, *, owner: str | None) -> list[UIMessage]:
+        """The chat as UIMessages (none for a chat that does not exist yet)."""
+        session_id = await self.session_of(chat_id, owner)
+        record = await self._store.sessions.get(session_id)
+        if record is None or not visible_to(record, owner):
+            return []
+        events = self._hub.live_events(session_id)
+        if events is None:
+            events = await self._store.events.read(session_id)
+        return ui_messages(events)
