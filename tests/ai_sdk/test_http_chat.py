@@ -349,6 +349,40 @@ async def test_a_chat_id_of_64_characters_is_accepted(
     assert stream.text() == "ok"
 
 
+async def test_chat_ids_are_scoped_to_their_owner(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(auth_mode="api_key", api_keys="alice-key,bob-key")
+    fake_groq.script(text_reply("for alice"), text_reply("for bob"), text_reply("bob again"))
+    alice = {"Authorization": "Bearer alice-key"}
+    bob = {"Authorization": "Bearer bob-key"}
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        assert (
+            await http.post("/api/chat", json=chat_body("x", user_message("hi", "m")))
+        ).status_code == 401
+        streams = []
+        for headers in (alice, bob):
+            body = chat_body("shared", user_message("hi", "m1"))
+            async with http.stream("POST", "/api/chat", json=body, headers=headers) as response:
+                streams.append(await read_ui_stream(response))
+        alice_session = streams[0].first("start")["messageMetadata"]["sessionId"]
+        assert alice_session != streams[1].first("start")["messageMetadata"]["sessionId"]
+        assert [s.text() for s in streams] == ["for alice", "for bob"]
+        alice_messages = (await http.get("/api/chat/shared/messages", headers=alice)).json()
+        assert [m["parts"][-1]["text"] for m in alice_messages] == ["hi", "for alice"]
+
+        # Alice's session id is not a way into her chat for Bob: it is a new chat of his.
+        body = chat_body(alice_session, user_message("let me in", "m2"))
+        async with http.stream("POST", "/api/chat", json=body, headers=bob) as response:
+            intruder = await read_ui_stream(response)
+        assert intruder.first("start")["messageMetadata"]["sessionId"] != alice_session
+        alice_after = (await http.get(f"/api/chat/{alice_session}/messages", headers=alice)).json()
+        assert len(alice_after) == 2
+        assert (await http.post(f"/api/chat/{alice_session}/stop", headers=bob)).json() == {
+            "stopped": False
+        }
+
+
 async def stored(http: httpx.AsyncClient, chat_id: str, count: int) -> list[dict[str, Any]]:
     """The chat's stored events once there are `count` (writes land shortly after the stream);
     `chat_id` a chat's id, or a session id."""

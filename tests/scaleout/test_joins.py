@@ -18,6 +18,14 @@ from tests.scaleout.conftest import StartInstance
 from tests.support.client import Frame, WsClient
 from tests.support.private_redis import PrivateRedis, private_redis, shared_redis_url
 from tests.support.process import ServerProcess
+from tests.support.ui_stream import (
+    UIStream,
+    assert_well_formed,
+    chat_body,
+    read_ui_stream,
+    user_message,
+)
+from tests.support.waiting import wait_until
 
 BEFORE = ("Half ", "of it, ")
 AFTER = ("then ", "the rest.")
@@ -233,3 +241,36 @@ async def test_fifty_clients_join_fifty_running_answers_on_the_other_instance(
     texts = [_text(ready, tail) for (_, ready), tail in zip(joined, tails, strict=True)]
     assert texts == [WHOLE] * CLIENTS
     assert all(tail[-1]["text"] == WHOLE for tail in tails)
+
+
+async def test_use_chat_resume_on_another_instance_replays_the_answer_then_follows_it(
+    start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
+) -> None:
+    """The AI SDK's resume (`GET /api/chat/{id}/stream`) uses the same join: a reload that
+    lands on another instance gets the whole answer once, from its `start`."""
+    running, other = await _start(start_instance, 2, redis_url)
+    gate = Gate()
+    fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate))
+    body = chat_body("reloadedChat", user_message("a question", "m1"))
+    async with (
+        httpx.AsyncClient(base_url=running.http_url, timeout=10) as http,
+        http.stream("POST", "/api/chat", json=body) as response,
+    ):
+        first = await read_ui_stream(response, until="text-delta")
+    replay = UIStream()
+    async with (
+        httpx.AsyncClient(base_url=other.http_url, timeout=10) as http,
+        http.stream("GET", "/api/chat/reloadedChat/stream") as response,
+    ):
+        reading = asyncio.ensure_future(read_ui_stream(response, into=replay))
+
+        async def replayed() -> bool:
+            return "text-delta" in replay.types()
+
+        await wait_until(replayed, what="the replay of the answer so far")
+        gate.open()
+        await reading
+
+    assert_well_formed(replay)
+    assert replay.first("start")["messageId"] == first.first("start")["messageId"]
+    assert replay.text() == WHOLE

@@ -74,6 +74,10 @@ class ServerProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> ServerProcess:
         # asyncio's loop, not uvloop: the guards watch asyncio's sockets, callbacks and tasks.
         command = [sys.executable, "-m", "uvicorn", "app.main:app", "--loop", "asyncio"]

@@ -260,6 +260,7 @@ class ChatTurns:
             if ready.live_response is None:
                 self._hub.disconnect(connection)
                 return None
+            self._hub.opened(connection)  # a join of another instance's answer starts relaying
             return Turn(
                 self._hub, connection, sink, session_id=session_id, model=self._model, first=first
             )
