@@ -301,6 +301,26 @@ async def test_an_upstream_failure_ends_in_an_error_part_and_a_stored_failed_res
     assert events[-1]["status"] == "failed"
 
 
+async def test_deleting_the_chat_mid_answer_ends_its_stream_with_error_and_abort(
+    http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    gate = Gate()
+    fake_groq.script(gated_reply("going ", after=["never"], gate=gate))
+    body = chat_body("chatGone", user_message("hi", "g1"))
+    async with http.stream("POST", "/api/chat", json=body) as response:
+        stream = UIStream()
+        reading = asyncio.ensure_future(_read_into(response, stream))
+        await wait_until(lambda: _has(stream, "text-delta"), what="the first delta")
+        session_id = derived_session_id("chatGone", None)
+        assert (await http.delete(f"/api/sessions/{session_id}")).status_code == 204
+        await reading
+
+    assert_well_formed(stream)
+    assert stream.types()[-2:] == ["error", "abort"]
+    assert stream.first("error")["errorText"] == "this session was deleted"
+    assert (await http.get("/api/chat/chatGone/messages")).json() == []
+
+
 async def test_a_message_while_an_answer_runs_is_refused_with_409(
     http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:

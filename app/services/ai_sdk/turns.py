@@ -144,7 +144,8 @@ class Turn:
             if item is None:
                 yield None
             elif isinstance(item, _Closed):
-                yield {"type": "error", "errorText": item.reason}
+                for chunk in self._encoder.interrupted(item.reason):
+                    yield chunk
                 return
             else:
                 for chunk in self._encoder.encode(item):

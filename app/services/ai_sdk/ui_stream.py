@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.protocol import (
-    ErrorFrame,
     ResponseDelta,
     ResponseDone,
     ResponseStarted,
@@ -69,6 +68,7 @@ class UIStreamEncoder:
         self._text_id: str | None = None
         self._texts = 0
         self._step_has_results = False
+        self._started = False
         self.ended = False
 
     def encode(self, frame: ServerFrame) -> list[Chunk]:
@@ -85,13 +85,24 @@ class UIStreamEncoder:
             return [_tool_output(frame)]
         if isinstance(frame, ResponseDone):
             return self._done(frame)
-        if isinstance(frame, ErrorFrame):
-            # The conversation ended under the response (the session was deleted or moved).
-            self.ended = True
-            return [*self._close_text(), {"type": "error", "errorText": frame.message}]
-        return []  # acknowledgements, status and pongs have no UI chunk
+        return []  # acknowledgements, status, errors and pongs have no UI chunk
+
+    def interrupted(self, reason: str) -> list[Chunk]:
+        """The stream ends before the response did (its session was deleted, or moved to
+        another connection): the reason, then `abort` (the answer may go on, stored)."""
+        if self.ended:
+            return []
+        self.ended = True
+        step_end = [{"type": "finish-step"}] if self._started else []
+        return [
+            *self._close_text(),
+            *step_end,
+            {"type": "error", "errorText": reason},
+            {"type": "abort", "reason": reason},
+        ]
 
     def _start(self, frame: ResponseStarted) -> list[Chunk]:
+        self._started = True
         created_at = self._created_at or datetime.now(UTC)
         metadata = {
             "model": self._model,
