@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -23,6 +24,9 @@ from app.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
+
+# Pages served from this machine, on any port (a front-end's dev server), as for /ws's Origin rule.
+LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
 
 # Seconds a client is told to wait before trying a request the store could not answer.
 STORE_RETRY_AFTER_S = 2
@@ -76,6 +80,16 @@ def create_app(
     )
     app.add_exception_handler(StoreError, store_unavailable)
     app.add_middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts)
+    # Browser front-ends on another origin (a useChat app, docs/ai-sdk.md) may call the HTTP
+    # API: the origins that may open /ws may also read its answers.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[origin.rstrip("/") for origin in settings.allowed_origins],
+        allow_origin_regex=LOCAL_ORIGINS,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["authorization", "content-type"],
+        max_age=600,
+    )
     # Outermost: a request refused for its Host is traced too.
     app.add_middleware(RequestSpans)
     app.include_router(ws.router)
