@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from app.database.base import StoreError
@@ -42,6 +42,7 @@ from app.services.ai_sdk.requests import (
 )
 from app.services.rate_limit import FrameRateLimiter, Verdict
 from app.services.runtime import Runtime
+from app.services.tracing import ConnectionSpan
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -63,13 +64,21 @@ class _Request:
 
 @router.websocket("/api/chat/ws")
 async def chat_transport_socket(websocket: WebSocket) -> None:
+    """One `WebSocketChatTransport` connection, traced as one span."""
     runtime: Runtime = websocket.app.state.runtime
+    with runtime.tracing.connection(websocket.headers, path="/api/chat/ws") as span:
+        await _connection(websocket, runtime, span)
+
+
+async def _connection(websocket: WebSocket, runtime: Runtime, span: ConnectionSpan) -> None:
     await websocket.accept()
     try:
         check_connection_rate(websocket, runtime)
         owner = await authorize(websocket, runtime)
     except Refusal as e:
-        with contextlib.suppress(Exception):
+        span.refused(e.code.value)
+        # No request to answer yet: the close code and reason say why (as on /ws).
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await websocket.close(code=close_code_of(e), reason=e.message[:120])
         return
     socket = TransportSocket(websocket, runtime, owner)
@@ -146,6 +155,9 @@ class TransportSocket:
             await self._error(request_id, e.message)
         except StoreError as e:
             await self._error(request_id, _store_message(e))
+        except Exception:
+            log.exception("an AI SDK request failed")
+            await self._error(request_id, "the server failed; please retry")
         finally:
             if request.turn is not None:
                 request.turn.close()

@@ -213,13 +213,15 @@ class Tracing:
     # -- transport -------------------------------------------------------------------------
 
     @contextmanager
-    def connection(self, headers: Mapping[str, str]) -> Iterator[ConnectionSpan]:
+    def connection(
+        self, headers: Mapping[str, str], *, path: str = "/ws"
+    ) -> Iterator[ConnectionSpan]:
         """A WebSocket connection, from accept to close: current while it lives, so what it
         starts can link to it. A `traceparent` header makes it part of the caller's trace."""
         if not self.enabled:
             yield ConnectionSpan(_OFF)
             return
-        name = "websocket /ws"
+        name = f"websocket {path}"
         parent = _caller(headers)
         with self._span(name, {}, kind=SpanKind.SERVER, parent=parent) as span:
             yield ConnectionSpan(span)
