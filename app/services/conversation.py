@@ -41,6 +41,7 @@ from app.services.llm.base import ChatMessage, LLMError, LLMProvider, ToolDefini
 from app.services.metrics import Metrics
 from app.services.response_feed import LiveResponses, ResponseFeed
 from app.services.runner import ResponseConfig, ResponseRunner
+from app.services.states import check_transition
 from app.services.storable import unstorable
 from app.services.summaries import Summarizer
 from app.services.supervisor import TaskSupervisor
@@ -71,9 +72,18 @@ class SessionOpener(Protocol):
 
 
 class ConversationState(Enum):
+    """A conversation's attachment to its client; changed only through `Conversation._move`."""
+
     OPEN = "open"  # a client is attached
     DETACHED = "detached"  # the client left; a response may still be finishing (and be joined)
     CLOSED = "closed"  # torn down: nothing runs, everything is stored
+
+
+_CONVERSATION_TRANSITIONS: dict[ConversationState, frozenset[ConversationState]] = {
+    ConversationState.OPEN: frozenset({ConversationState.DETACHED, ConversationState.CLOSED}),
+    ConversationState.DETACHED: frozenset({ConversationState.OPEN, ConversationState.CLOSED}),
+    ConversationState.CLOSED: frozenset(),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +175,7 @@ class Conversation:
         self._rolling = RollingSummary(record.context_summary, record.context_summary_seq)
         self._title_requested = False
 
-    # -- ResponseHost ------------------------------------------------------------------
+    # -- what its responses use: the history, the prompt, and their output ---------------
 
     @property
     def session_id(self) -> str:
@@ -420,6 +430,9 @@ class Conversation:
         deps = self._deps
         runner = ResponseRunner(
             self,
+            prompt=self.prompt,
+            session_id=self.session_id,
+            history=self._events,
             response_id=new_id("resp"),
             provider=deps.provider,
             tools=deps.tools,
@@ -490,7 +503,7 @@ class Conversation:
         self._sink = None
         self._joined.clear()
         if self.state is ConversationState.OPEN:
-            self.state = ConversationState.DETACHED
+            self._move(ConversationState.DETACHED)
 
     @property
     def joinable(self) -> bool:
@@ -520,7 +533,7 @@ class Conversation:
             live_response=LiveResponse(response_id=feed.response_id, text=feed.text),
         )
         self._sink = sink
-        self.state = ConversationState.OPEN
+        self._move(ConversationState.OPEN)
         self.attachment += 1
         self._joined.set()
         return ready
@@ -547,5 +560,10 @@ class Conversation:
             await asyncio.wait([self._tasks.response])
 
     def mark_closed(self) -> None:
-        self.state = ConversationState.CLOSED
+        """Torn down (once; closing again changes nothing)."""
+        if self.state is not ConversationState.CLOSED:
+            self._move(ConversationState.CLOSED)
         self.closed.set()
+
+    def _move(self, new: ConversationState) -> None:
+        self.state = check_transition(_CONVERSATION_TRANSITIONS, self.state, new)

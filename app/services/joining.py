@@ -42,6 +42,7 @@ from app.services.conversation import Conversation, Ending, FrameSink
 from app.services.leases import LeaseKeeper
 from app.services.response_bus import BusEntry, BusUnavailable, ResponseBus, gapless
 from app.services.runner import done_frame
+from app.services.states import check_transition
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,20 @@ class JoinHost(Protocol):
 
 
 class JoinState(Enum):
+    """Where a remote join is; changed only through `RemoteJoin._move`."""
+
     FOLLOWING = "following"  # relaying the other instance's frames
     TAKING_OVER = "taking_over"  # the response ended (or the bus failed): waiting for the lease
     CONVERSATION = "conversation"  # the lease is here: an ordinary conversation
     ENDED = "ended"
+
+
+_JOIN_TRANSITIONS: dict[JoinState, frozenset[JoinState]] = {
+    JoinState.FOLLOWING: frozenset({JoinState.TAKING_OVER, JoinState.ENDED}),
+    JoinState.TAKING_OVER: frozenset({JoinState.CONVERSATION, JoinState.ENDED}),
+    JoinState.CONVERSATION: frozenset(),
+    JoinState.ENDED: frozenset(),
+}
 
 
 @dataclass(slots=True)
@@ -166,9 +177,12 @@ class RemoteJoin:
             self._task.cancel()
         elif self._task is None:
             # Gone before `session.ready` went out: the relay never started.
-            self.state = JoinState.ENDED
+            self._move(JoinState.ENDED)
             self._host.join_ended(self)
         return self._conversation
+
+    def _move(self, new: JoinState) -> None:
+        self.state = check_transition(_JOIN_TRANSITIONS, self.state, new)
 
     async def close_connection(self, code: int, reason: str) -> None:
         if self._conversation is not None:
@@ -225,7 +239,7 @@ class RemoteJoin:
     async def _run(self) -> None:
         try:
             await self._follow()
-            self.state = JoinState.TAKING_OVER
+            self._move(JoinState.TAKING_OVER)
             lease = self._lease or await self._take_lease()
             if lease is None:
                 return
@@ -235,7 +249,7 @@ class RemoteJoin:
                 return
             # No await between the adoption and this: `leave` sees one or the other.
             self._conversation = conversation
-            self.state = JoinState.CONVERSATION
+            self._move(JoinState.CONVERSATION)
             self._settled.set()
             await self.catch_up(conversation)
         finally:
@@ -244,7 +258,8 @@ class RemoteJoin:
     async def _finish(self) -> None:
         self._settled.set()
         if self._conversation is None:
-            self.state = JoinState.ENDED
+            if self.state is not JoinState.ENDED:
+                self._move(JoinState.ENDED)
             if self._lease is not None:
                 await self._leases.release(self._lease)
         elif self._sink is None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Protocol, assert_never
 
 import orjson
@@ -42,6 +43,7 @@ from app.services.llm.base import (
 )
 from app.services.mcp.source import mcp_origin
 from app.services.metrics import Metrics
+from app.services.states import check_transition
 from app.services.storable import storable_json, storable_text
 from app.services.tools import ToolContext, ToolError, ToolRegistry
 from app.services.tracing import ResponseSpan, Tracing
@@ -49,26 +51,26 @@ from app.services.tracing import ResponseSpan, Tracing
 log = logging.getLogger(__name__)
 
 
-class ResponseHost(Protocol):
-    """What a response needs from its conversation: the history, seqs, storage and the client."""
+class ResponseOutput(Protocol):
+    """Where a response's events go: the one thing it needs of its conversation."""
 
-    @property
-    def session_id(self) -> str: ...
-
-    @property
-    def events(self) -> Sequence[StoredEvent]: ...
-
-    async def prompt(self, tools: Sequence[ToolDefinition], *, hard: bool) -> list[ChatMessage]:
-        """The messages of the next model request, within the context budget."""
+    def next_seq(self) -> int:
+        """The session's next seq (events are numbered in the order they happen)."""
         ...
-
-    def next_seq(self) -> int: ...
 
     def record(self, event: StoredEvent) -> None:
         """Append to the history and queue the write (off the streaming path)."""
         ...
 
-    async def send(self, frame: ServerFrame) -> None: ...
+    async def send(self, frame: ServerFrame) -> None:
+        """To the client, if one is attached (and to anyone joined to the response)."""
+        ...
+
+
+class PromptSource(Protocol):
+    async def __call__(self, tools: Sequence[ToolDefinition], *, hard: bool) -> list[ChatMessage]:
+        """The messages of the next model request, within the context budget."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,34 @@ class ResponseConfig:
 
     max_tool_rounds: int
     tool_timeout_s: float
+
+
+class ResponseState(Enum):
+    """Where a response is. Every change goes through `ResponseRunner._move`, which refuses one
+    the table below does not allow (a bug, not a client's doing)."""
+
+    STARTING = "starting"  # created; `response.started` not sent yet
+    STREAMING = "streaming"  # a model round streams
+    RUNNING_TOOLS = "running_tools"  # the round's tool calls run
+    CANCELLING = "cancelling"  # cancel asked: no tool starts, the work is being stopped
+    FINISHING = "finishing"  # open calls closed, the assistant message recorded, done sent
+    DONE = "done"  # its one `response.done` is sent
+
+
+_RESPONSE_TRANSITIONS: dict[ResponseState, frozenset[ResponseState]] = {
+    ResponseState.STARTING: frozenset(
+        {ResponseState.STREAMING, ResponseState.CANCELLING, ResponseState.FINISHING}
+    ),
+    ResponseState.STREAMING: frozenset(
+        {ResponseState.RUNNING_TOOLS, ResponseState.CANCELLING, ResponseState.FINISHING}
+    ),
+    ResponseState.RUNNING_TOOLS: frozenset(
+        {ResponseState.STREAMING, ResponseState.CANCELLING, ResponseState.FINISHING}
+    ),
+    ResponseState.CANCELLING: frozenset({ResponseState.FINISHING}),
+    ResponseState.FINISHING: frozenset({ResponseState.DONE}),
+    ResponseState.DONE: frozenset(),
+}
 
 
 class ToolRoundsExceeded(Exception):
@@ -142,8 +172,11 @@ class ResponseRunner:
 
     def __init__(
         self,
-        host: ResponseHost,
+        output: ResponseOutput,
         *,
+        prompt: PromptSource,
+        session_id: str,
+        history: Sequence[StoredEvent],
         response_id: str,
         provider: LLMProvider,
         tools: ToolRegistry,
@@ -157,7 +190,11 @@ class ResponseRunner:
         self.response_id = response_id
         # The earlier response this one replaces (a regenerate), stored with its answer.
         self.supersedes = supersedes
-        self._host = host
+        self._out = output
+        self._prompt = prompt
+        self._session_id = session_id
+        # The session's events, as they grow (the traced question is the last user message).
+        self._history = history
         self._provider = provider
         self._tools = tools
         self._tool_context = tool_context
@@ -168,20 +205,31 @@ class ResponseRunner:
         self._span: ResponseSpan | None = None
         self._progress = _Progress(model=provider.model)
         self._work: asyncio.Task[None] | None = None
-        self._cancel_requested = False
         self._started_at = 0.0
-        self.completed = False
+        self.state = ResponseState.STARTING
+        # How it ended, once it has.
+        self.status: ResponseStatus | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status is ResponseStatus.COMPLETED
+
+    def _move(self, new: ResponseState) -> None:
+        self.state = check_transition(_RESPONSE_TRANSITIONS, self.state, new)
 
     def cancel(self) -> None:
-        """Stop the response: no tool starts after this, running ones are cancelled."""
-        self._cancel_requested = True
+        """Stop the response: no tool starts after this, running ones are cancelled. Once it
+        is cancelling or ending, a cancel changes nothing."""
+        if self.state in (ResponseState.CANCELLING, ResponseState.FINISHING, ResponseState.DONE):
+            return
+        self._move(ResponseState.CANCELLING)
         if self._work is not None:
             self._work.cancel()
 
     async def run(self) -> None:
         """Run to the end; always records one assistant message and sends one `response.done`."""
         with self._tracing.response(
-            session_id=self._host.session_id,
+            session_id=self._session_id,
             owner=self._owner,
             response_id=self.response_id,
             model=self._provider.model,
@@ -192,10 +240,10 @@ class ResponseRunner:
     async def _run(self) -> None:
         response_id_var.set(self.response_id)
         self._started_at = asyncio.get_running_loop().time()
-        await self._host.send(ResponseStarted(response_id=self.response_id))
+        await self._out.send(ResponseStarted(response_id=self.response_id))
         status, error = ResponseStatus.CANCELLED, None
         try:
-            if not self._cancel_requested:
+            if self.state is ResponseState.STARTING:
                 self._work = asyncio.create_task(self._rounds(), name=f"rounds-{self.response_id}")
                 await asyncio.wait([self._work])
                 status, error = self._outcome(self._work)
@@ -230,22 +278,24 @@ class ResponseRunner:
 
     async def _rounds(self) -> None:
         for round_number in range(self._config.max_tool_rounds + 1):
+            self._move(ResponseState.STREAMING)
             calls = await self._stream_round()
             if not calls:
                 return
             if round_number == self._config.max_tool_rounds:
                 raise ToolRoundsExceeded
+            self._move(ResponseState.RUNNING_TOOLS)
             await self._run_tools(calls)
 
     async def _stream_round(self) -> list[ToolCallRequest]:
         tools = self._tools.definitions()
         try:
-            return await self._stream_call(await self._host.prompt(tools, hard=False), tools)
+            return await self._stream_call(await self._prompt(tools, hard=False), tools)
         except _PromptTooLong:
             pass
         # The upstream counted more than our estimate: fold harder and try once more.
         try:
-            return await self._stream_call(await self._host.prompt(tools, hard=True), tools)
+            return await self._stream_call(await self._prompt(tools, hard=True), tools)
         except _PromptTooLong as e:
             raise e.refusal from e
 
@@ -273,7 +323,7 @@ class ResponseRunner:
             ahead=status.ahead,
             message=status.message,
         )
-        await self._host.send(frame)
+        await self._out.send(frame)
 
     async def _on_event(self, event: LLMEvent, calls: list[ToolCallRequest]) -> None:
         if isinstance(event, TextDelta):
@@ -284,7 +334,7 @@ class ResponseRunner:
             text = storable_text(event.text)
             self._progress.text.append(text)
             self._metrics.tokens_streamed.inc()
-            await self._host.send(ResponseDelta(response_id=self.response_id, text=text))
+            await self._out.send(ResponseDelta(response_id=self.response_id, text=text))
         elif isinstance(event, ToolCallRequest):
             calls.append(event)
         elif isinstance(event, Finished):
@@ -308,7 +358,7 @@ class ResponseRunner:
         arguments = _parse_arguments(call.arguments)
         tool = self._tools.get(call.name)
         event = ToolCallEvent(
-            seq=self._host.next_seq(),
+            seq=self._out.next_seq(),
             created_at=_now(),
             response_id=self.response_id,
             call_id=storable_text(call.call_id),
@@ -318,8 +368,8 @@ class ResponseRunner:
             server=tool.server if tool is not None else None,
         )
         self._progress.open_calls[event.call_id] = event
-        self._host.record(event)
-        await self._host.send(event)
+        self._out.record(event)
+        await self._out.send(event)
         return event
 
     async def _run_tool(self, call: ToolCallEvent) -> None:
@@ -330,7 +380,7 @@ class ResponseRunner:
             name=call.name,
             call_id=call.call_id,
             arguments=call.arguments,
-            session_id=self._host.session_id,
+            session_id=self._session_id,
             owner=self._owner,
             mcp=mcp_origin(self._tools.get(call.name)),
         ) as span:
@@ -371,7 +421,7 @@ class ResponseRunner:
     ) -> None:
         self._progress.open_calls.pop(call.call_id, None)
         event = ToolResultEvent(
-            seq=self._host.next_seq(),
+            seq=self._out.next_seq(),
             created_at=_now(),
             response_id=self.response_id,
             call_id=call.call_id,
@@ -380,10 +430,11 @@ class ResponseRunner:
             result=storable_json(result),
             error=None if error is None else storable_text(error),
         )
-        self._host.record(event)
-        await self._host.send(event)
+        self._out.record(event)
+        await self._out.send(event)
 
     async def _finish(self, status: ResponseStatus, error: ErrorInfo | None) -> None:
+        self._move(ResponseState.FINISHING)
         progress = self._progress
         reason = "cancelled" if status is ResponseStatus.CANCELLED else "aborted"
         for call in list(progress.open_calls.values()):
@@ -394,7 +445,7 @@ class ResponseRunner:
             progress.finish_reason = "error"
         text = "".join(progress.text)
         message = AssistantMessageEvent(
-            seq=self._host.next_seq(),
+            seq=self._out.next_seq(),
             created_at=_now(),
             response_id=self.response_id,
             status=status,
@@ -405,12 +456,13 @@ class ResponseRunner:
             error=error,
             supersedes=self.supersedes,
         )
-        self._host.record(message)
+        self._out.record(message)
         if self._span is not None:
-            self._span.finished(message, self._host.events)
+            self._span.finished(message, self._history)
         self._metrics.responses.labels(status=status.value).inc()
-        self.completed = status is ResponseStatus.COMPLETED
-        await self._host.send(done_frame(message))
+        self.status = status
+        self._move(ResponseState.DONE)
+        await self._out.send(done_frame(message))
 
 
 def done_frame(message: AssistantMessageEvent) -> ResponseDone:
