@@ -210,6 +210,8 @@ class SessionReady(_Frame):
 class ResponseStarted(_Frame):
     type: Literal["response.started"] = "response.started"
     response_id: str
+    # An addition to version 1: when the response began (the same in every replay of it).
+    created_at: datetime | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class ResponseDelta(_Frame):

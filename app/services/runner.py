@@ -240,7 +240,7 @@ class ResponseRunner:
     async def _run(self) -> None:
         response_id_var.set(self.response_id)
         self._started_at = asyncio.get_running_loop().time()
-        await self._out.send(ResponseStarted(response_id=self.response_id))
+        await self._out.send(ResponseStarted(response_id=self.response_id, created_at=_now()))
         status, error = ResponseStatus.CANCELLED, None
         try:
             if self.state is ResponseState.STARTING:

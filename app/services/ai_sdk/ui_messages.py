@@ -97,13 +97,16 @@ def stored_answer_frames(events: Sequence[StoredEvent], message_seq: int) -> lis
     end = next((e for e in later if isinstance(e, AssistantMessageEvent)), None)
     if end is None:
         return []
-    frames: list[ResponseFrame] = [ResponseStarted(response_id=end.response_id)]
-    for event in later:
-        if (
-            isinstance(event, ToolCallEvent | ToolResultEvent)
-            and event.response_id == end.response_id
-        ):
-            frames.append(event)
+    steps: list[ToolCallEvent | ToolResultEvent] = [
+        event
+        for event in later
+        if isinstance(event, ToolCallEvent | ToolResultEvent)
+        and event.response_id == end.response_id
+    ]
+    # Its start is not stored: its first stored event is the nearest time to it.
+    began = steps[0].created_at if steps else end.created_at
+    started = ResponseStarted(response_id=end.response_id, created_at=began)
+    frames: list[ResponseFrame] = [started, *steps]
     if end.text:
         frames.append(ResponseDelta(response_id=end.response_id, text=end.text))
     frames.append(done_frame(end))

@@ -61,10 +61,9 @@ class UIStreamEncoder:
     next opens the following step. The stored answer is the text of all steps together.
     """
 
-    def __init__(self, *, session_id: str, model: str, created_at: datetime | None = None) -> None:
+    def __init__(self, *, session_id: str, model: str) -> None:
         self._session_id = session_id
         self._model = model
-        self._created_at = created_at
         self._text_id: str | None = None
         self._texts = 0
         self._step_has_results = False
@@ -103,7 +102,7 @@ class UIStreamEncoder:
 
     def _start(self, frame: ResponseStarted) -> list[Chunk]:
         self._started = True
-        created_at = self._created_at or datetime.now(UTC)
+        created_at = frame.created_at or datetime.now(UTC)
         metadata = {
             "model": self._model,
             "createdAt": created_at.isoformat(),
