@@ -7,8 +7,9 @@ import asyncio
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, HTTPException, Path, Request
+from fastapi import APIRouter, Body, Path, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from app.protocol import ErrorCode
@@ -44,6 +45,25 @@ HTTP_STATUS = {
 }
 
 
+_MEANING = {
+    400: "not a turn this server can take (no user message, no text, a regenerate of an "
+    "answer that is not the last)",
+    409: "an answer of this chat is running, or the chat is open on /ws",
+    413: "the message is longer than MAX_MESSAGE_CHARS",
+    429: "a usage limit or the message rate limit",
+    503: "the store or the auth server does not answer; retry",
+}
+
+
+class ChatError(BaseModel):
+    """A turn refused before anything streamed."""
+
+    detail: str
+    # The error code (absent when the body is not JSON at all: FastAPI's own 400).
+    code: str | None = None
+    resets_at: str | None = None
+
+
 def chat_turns(runtime: Runtime) -> ChatTurns:
     return ChatTurns(runtime.hub, runtime.store, model=runtime.provider.model)
 
@@ -66,10 +86,18 @@ def _credentials(request: Request, owner: str | None) -> str | None:
     return bearer_token(request.headers.get("authorization"), request.query_params.get("token"))
 
 
+def _refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation declares: `{"detail": ..., "code": ...}`."""
+    return {status: {"model": ChatError, "description": _MEANING[status]} for status in statuses}
+
+
 @router.post(
     "",
     response_class=Response,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "UI message stream"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "the UI message stream"},
+        **_refusals(400, 409, 413, 429, 503),
+    },
 )
 async def post_chat(
     request: Request, runtime: RuntimeDep, owner: OwnerDep, body: Annotated[ChatBody, Body()]
@@ -81,7 +109,7 @@ async def post_chat(
             chat_request(body), owner=owner, credentials=_credentials(request, owner)
         )
     except BadChatRequest as e:
-        raise HTTPException(status_code=400, detail=str(e)) from e
+        return refusal_response(ChatRefused(ErrorCode.INVALID_REQUEST, str(e)))
     except ChatRefused as e:
         return refusal_response(e)
     return UIMessageStreamResponse(turn)
@@ -95,7 +123,15 @@ async def get_messages(
     return await chat_turns(runtime).messages(chat_id, owner=owner)
 
 
-@router.get("/{chat_id}/stream", responses={204: {"description": "no answer is running"}})
+@router.get(
+    "/{chat_id}/stream",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "the running answer"},
+        204: {"description": "no answer is running"},
+        **_refusals(409, 503),
+    },
+)
 async def resume_stream(
     chat_id: ChatIdPath, request: Request, runtime: RuntimeDep, owner: OwnerDep
 ) -> Response:

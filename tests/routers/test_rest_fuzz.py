@@ -41,6 +41,11 @@ REQUESTS_PER_OPERATION = {
     "GET /api/sessions/{session_id}/events": 100,
     "DELETE /api/sessions/{session_id}": 30,
     "GET /api/usage": 10,
+    # The AI SDK's endpoints (docs/ai-sdk.md); a valid turn is answered by the fake Groq.
+    "POST /api/chat": 40,
+    "GET /api/chat/{chat_id}/messages": 20,
+    "GET /api/chat/{chat_id}/stream": 20,
+    "POST /api/chat/{chat_id}/stop": 20,
     "GET /healthz": 10,
     "GET /readyz": 10,
     "GET /metrics": 10,
