@@ -8,6 +8,7 @@ from pathlib import Path
 
 from playwright.async_api import Page, expect
 
+from app.routers.page import STATIC_DIR
 from tests.fakes.groq_server import FakeGroq, hold_reply, text_reply, tool_call_reply
 from tests.page.actions import (
     PROFILE_QUESTION,
@@ -66,6 +67,21 @@ async def test_seed_example_through_the_page(
     await expect(page.get_by_test_id("cancel")).to_be_disabled()
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
         await page.screenshot(path=str(SCREENSHOT))
+
+
+async def test_the_page_loads_every_script_module_of_its_own(
+    page: Page, server: RunningServer
+) -> None:
+    # The script is ES modules under a CSP that allows only the page's own files: each module
+    # must be reachable under /static, and none may be left out of the page (a console error
+    # such as a blocked or missing module fails the test through the `page` fixture).
+    await open_and_connect(page, server.http_url)
+    loaded = await page.evaluate(
+        "performance.getEntriesByType('resource').map((entry) => new URL(entry.name).pathname)"
+    )
+    modules = {f"/static/{path.name}" for path in STATIC_DIR.glob("*.js")}
+    assert "/static/connection.js" in modules
+    assert modules - set(loaded) == set()
 
 
 async def test_cancel_stops_a_long_answer(
