@@ -73,6 +73,7 @@ export function acknowledgeMessage(frame) {
   const message = state.pending.get(frame.id);
   if (!message) return false;
   state.pending.delete(frame.id);
+  resend.attempt = 0; // the outage is over: the next one starts again from the shortest wait
   confirmUserBubble(message.el, frame);
   return true;
 }
