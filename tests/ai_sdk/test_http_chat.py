@@ -283,6 +283,7 @@ async def test_stop_cancels_the_running_answer_and_readers_get_abort(
 
     assert_well_formed(stream)
     assert stream.types()[-1] == "abort"
+    await asyncio.to_thread(fake_groq.wait_for_disconnect)  # the upstream request was closed
     events = await stored(http, "chatStop", 2)
     assert events[-1]["status"] == "cancelled"
     assert events[-1]["text"] == "partial "
