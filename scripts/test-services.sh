@@ -2,7 +2,8 @@
 # What the whole test suite needs besides .venv, made ready on this machine (by `make test` and
 # .ci/run): PostgreSQL at 127.0.0.1:5432 (or TEST_DATABASE_URL), started when it is down;
 # Redis at 127.0.0.1:6379 (or TEST_REDIS_URL), started when it is down; Debian's Chromium for
-# the page tests, installed when it is missing; the reference MCP servers from npm (npm ci).
+# the page tests, installed when it is missing; the npm packages of the MCP and AI SDK tests
+# (npm ci).
 # Starting and installing need root, as in CI; without it, or when something cannot be done
 # here, this says exactly what to do and fails, so that `make test` never passes by skipping
 # tests.
@@ -92,27 +93,34 @@ check_chromium() {
     fi
 }
 
-# The reference MCP servers from npm that tests/services/mcp/ talk to, at the versions of
-# tests/mcp/servers/package-lock.json (the PyPI one comes with requirements-dev.txt).
-MCP_SERVERS_DIR="tests/mcp/servers"
-install_mcp_servers() {
+# What the tests run from npm, each directory at the versions of its package-lock.json: the
+# reference MCP servers that tests/services/mcp/ talk to (the PyPI one comes with
+# requirements-dev.txt), and the `ai` package that tests/ai_sdk/ drive the server with.
+NPM_DIRS=("tests/mcp/servers" "tests/ai_sdk/client")
+install_npm_packages() {
     if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
-        missing+=("Node.js and npm, for the reference MCP servers of the MCP tests: apt-get
-    install nodejs npm")
+        missing+=("Node.js and npm, for the reference MCP servers of the MCP tests and the ai
+    package of the AI SDK tests: apt-get install nodejs npm")
         return
     fi
+    local dir
+    for dir in "${NPM_DIRS[@]}"; do install_npm_dir "$dir"; done
+}
+
+install_npm_dir() {
+    local dir="$1"
     # npm ci starts from a clean node_modules; skip it when the lockfile has not changed since.
-    local stamp="$MCP_SERVERS_DIR/node_modules/.installed-lock"
-    if [ -f "$stamp" ] && cmp -s "$stamp" "$MCP_SERVERS_DIR/package-lock.json"; then return; fi
-    (cd "$MCP_SERVERS_DIR" && npm ci --no-audit --no-fund --loglevel=error) \
-        || { missing+=("npm ci in $MCP_SERVERS_DIR failed (see above)"); return; }
-    cp "$MCP_SERVERS_DIR/package-lock.json" "$stamp"
+    local stamp="$dir/node_modules/.installed-lock"
+    if [ -f "$stamp" ] && cmp -s "$stamp" "$dir/package-lock.json"; then return; fi
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) \
+        || { missing+=("npm ci in $dir failed (see above)"); return; }
+    cp "$dir/package-lock.json" "$stamp"
 }
 
 check_postgres
 check_redis
 check_chromium
-install_mcp_servers
+install_npm_packages
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "make test runs the whole suite, and this machine is missing:" >&2
     printf '  - %s\n' "${missing[@]}" >&2
