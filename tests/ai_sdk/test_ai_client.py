@@ -128,8 +128,13 @@ async def test_the_seed_example_gives_a_tool_part_with_output_and_a_text_part(
 # --------------------------------------------------------------------------- regenerate
 
 
+# A regenerate button on a message passes its id; a bare `regenerate()` of useChat passes none.
+@pytest.mark.parametrize("names_the_message", [True, False], ids=["message-id", "no-message-id"])
 async def test_regenerate_replaces_the_last_answer_everywhere(
-    node_client: NodeChatClient, fake_groq: FakeGroq, http: httpx.AsyncClient
+    node_client: NodeChatClient,
+    fake_groq: FakeGroq,
+    http: httpx.AsyncClient,
+    names_the_message: bool,
 ) -> None:
     fake_groq.script(text_reply("The first ", "answer."), text_reply("A better ", "answer."))
     chat_id = new_chat_id()
@@ -137,10 +142,12 @@ async def test_regenerate_replaces_the_last_answer_everywhere(
     first.assert_clean()
     old_id = assistants(first.chats[0]["messages"])[0]["id"]
 
-    run = await node_client.run("regenerate", chat_id)
+    extra = [] if names_the_message else ["--no-message-id"]
+    run = await node_client.run("regenerate", chat_id, *extra)
     run.assert_clean()
     request = run.chats[0]["requests"][0]
-    assert (request["trigger"], request["messageId"]) == ("regenerate-message", old_id)
+    sent_id = old_id if names_the_message else None
+    assert (request["trigger"], request["messageId"]) == ("regenerate-message", sent_id)
     [answer] = assistants(run.chats[0]["messages"])
     assert answer["id"] != old_id
     assert start_of(request["chunks"])["messageId"] == answer["id"]
