@@ -23,7 +23,13 @@
 // when the server broke the protocol (see `protocolErrors` in the result), 2 on bad arguments.
 import { parseArgs } from 'node:util';
 import { readUIMessageStream } from 'ai';
-import { endingOf, makeTransport, NodeChat, readRecorded, RecordingTransport } from './node-chat.mjs';
+import {
+  endingOf,
+  makeTransport,
+  NodeChat,
+  readRecorded,
+  RecordingTransport,
+} from './node-chat.mjs';
 
 const ACTIONS = { send, regenerate, stop, resume, reconnect };
 
@@ -42,7 +48,8 @@ function options() {
     },
   });
   if (!values.server || !values.chat || !(values.action in ACTIONS)) {
-    throw new UsageError('needs --server, --chat and --action (send|regenerate|stop|resume|reconnect)');
+    const actions = Object.keys(ACTIONS).join('|');
+    throw new UsageError(`needs --server, --chat and --action (${actions})`);
   }
   if (!['http', 'ws'].includes(values.transport) || !['chat', 'stream'].includes(values.mode)) {
     throw new UsageError('--transport is http or ws, --mode chat or stream');
@@ -100,7 +107,8 @@ async function send(run) {
 /** The transport alone, as `useChat` drives it, and readUIMessageStream over every chunk. */
 async function sendAndRead(run) {
   const { chat, transport } = openChat(run);
-  const userMessage = { id: chat.generateId(), role: 'user', parts: [{ type: 'text', text: run.text }] };
+  const text = { type: 'text', text: run.text };
+  const userMessage = { id: chat.generateId(), role: 'user', parts: [text] };
   const stream = await transport.sendMessages({
     trigger: 'submit-message',
     chatId: run.chat,
@@ -109,10 +117,9 @@ async function sendAndRead(run) {
     abortSignal: undefined,
   });
   const errors = [];
+  const onError = error => errors.push(String(error?.message ?? error));
   let message = null;
-  for await (const state of readUIMessageStream({ stream, onError: error => errors.push(String(error?.message ?? error)) })) {
-    message = state;
-  }
+  for await (const state of readUIMessageStream({ stream, onError })) message = state;
   run.streamRead = { message, errors };
 }
 
@@ -179,7 +186,8 @@ function protocolErrors(run) {
     }
     for (const request of transport.requests) {
       if (!interrupted && request.closed && endingOf(request) === 'none') {
-        errors.push(`chat ${index}: a ${request.trigger} stream closed without finish, abort or error`);
+        const what = `a ${request.trigger} stream closed without finish, abort or error`;
+        errors.push(`chat ${index}: ${what}`);
       }
     }
   }
@@ -190,7 +198,8 @@ async function describeChat({ chat, transport, interrupted }, index) {
   const requests = [];
   for (const request of transport.requests) {
     const read = await readRecorded(request);
-    requests.push({ ...request, ending: endingOf(request), message: read.message, streamErrors: read.errors });
+    const ending = endingOf(request);
+    requests.push({ ...request, ending, message: read.message, streamErrors: read.errors });
   }
   return {
     index,
@@ -219,7 +228,15 @@ async function main() {
   failures.push(...protocolErrors(run));
   const chats = await Promise.all(run.chats.map(describeChat));
   for (const { transport } of run.chats) transport.close();
-  const result = { action: run.action, transport: run.transport, chatId: run.chat, chats, stop: run.stopAnswer ?? null, streamRead: run.streamRead ?? null, protocolErrors: failures };
+  const result = {
+    action: run.action,
+    transport: run.transport,
+    chatId: run.chat,
+    chats,
+    stop: run.stopAnswer ?? null,
+    streamRead: run.streamRead ?? null,
+    protocolErrors: failures,
+  };
   process.stdout.write(`${JSON.stringify({ result })}\n`);
   return failures.length === 0 ? 0 : 1;
 }

@@ -52,7 +52,8 @@ export function makeTransport(kind, { server, token }) {
   if (kind === 'ws') {
     // Node 20 has no global WebSocket; `ws` is the one the ai docs name for Node.
     const params = token ? { token } : undefined;
-    return new WebSocketChatTransport({ url: `${server}/api/chat/ws`, params, webSocket: WebSocket });
+    const url = `${server}/api/chat/ws`;
+    return new WebSocketChatTransport({ url, params, webSocket: WebSocket });
   }
   throw new Error(`unknown transport ${kind}: http or ws`);
 }
