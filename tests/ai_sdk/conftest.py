@@ -21,14 +21,19 @@ def transport(request: pytest.FixtureRequest) -> Transport:
 
 
 @pytest.fixture
-def node_client(server: RunningServer, transport: Transport) -> NodeChatClient:
-    """The Node client on `server`; without Node.js or its packages, a failure where every test
-    must run, a skip elsewhere."""
+def node_ready() -> None:
+    """Node.js and the ai package are here; without them, a failure where every test must run,
+    a skip elsewhere."""
     missing = missing_node_client()
     if missing is not None:
         if NO_SKIPS:
             pytest.fail(missing)
         pytest.skip(missing)
+
+
+@pytest.fixture
+def node_client(node_ready: None, server: RunningServer, transport: Transport) -> NodeChatClient:
+    """The Node client on `server`."""
     return NodeChatClient(server.http_url, transport)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import StartServer
 from tests.fakes.groq_server import (
     FakeGroq,
     Gate,
@@ -283,3 +284,28 @@ async def test_an_upstream_error_ends_in_an_error_chunk_and_a_failed_answer(
         assert run.result["streamRead"]["errors"] == [errors[0]["errorText"]]
     stored = await wait_for_stored(http, session_of(run), "failed")
     assert stored["response_id"] == start_of(chunks)["messageId"]
+
+
+# --------------------------------------------------------------------------- auth
+
+
+@pytest.mark.usefixtures("node_ready")
+async def test_with_auth_on_the_token_goes_as_each_transport_sends_it(
+    start_server: StartServer, fake_groq: FakeGroq, transport: Transport
+) -> None:
+    # HTTP: an Authorization header (the transport's `headers`); WebSocket: `?token=` (its
+    # `params`), as a browser's WebSocket cannot send headers.
+    server = start_server(auth_mode="api_key", api_keys="the-key")
+    fake_groq.script(text_reply("Authorized."))
+    chat_id = new_chat_id()
+    with_key = NodeChatClient(server.http_url, transport, env={"AI_CLIENT_TOKEN": "the-key"})
+    run = await with_key.run("send", chat_id, text="Hi.")
+    run.assert_clean()
+    assert text_of(assistants(run.chats[0]["messages"])[0]) == "Authorized."
+
+    refused = await NodeChatClient(server.http_url, transport).run("send", chat_id, text="Hi.")
+    assert refused.returncode == 1
+    assert refused.chats[0]["status"] == "error"
+    assert refused.chats[0]["requests"][0]["chunks"] == []
+    # What useChat's `error` shows: the 401 body, or the WebSocket's close code and reason.
+    assert "a token is required" in refused.chats[0]["error"]
