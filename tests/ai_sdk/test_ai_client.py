@@ -286,6 +286,28 @@ async def test_an_upstream_error_ends_in_an_error_chunk_and_a_failed_answer(
     assert stored["response_id"] == start_of(chunks)["messageId"]
 
 
+async def test_regenerate_after_a_failed_answer_retries_it(
+    node_client: NodeChatClient, fake_groq: FakeGroq, http: httpx.AsyncClient
+) -> None:
+    # A front-end's "retry" after useChat's error: regenerate the failed answer, loaded again.
+    fake_groq.script(
+        error_reply(500, code="internal_server_error", message="fake groq: down"),
+        text_reply("Back again."),
+    )
+    chat_id = new_chat_id()
+    failed = await node_client.run("send", chat_id, text="Hello?")
+    failed.assert_clean()
+    failed_id = start_of(chunks_of(failed))["messageId"]
+    run = await node_client.run("regenerate", chat_id)
+    run.assert_clean()
+    [answer] = assistants(run.chats[0]["messages"])
+    assert answer["id"] != failed_id
+    assert text_of(answer) == "Back again."
+    loaded = await chat_messages(http, chat_id)
+    assert [m["role"] for m in loaded] == ["user", "assistant"]
+    assert loaded[1]["id"] == answer["id"]
+
+
 # --------------------------------------------------------------------------- auth
 
 
