@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
+from starlette.types import Message
 
 from app.database.base import StoreError
 from app.protocol import CloseCode
@@ -49,6 +50,8 @@ router = APIRouter()
 
 # Requests one socket may have running at once (each follows one chat's answer).
 MAX_REQUESTS_PER_SOCKET = 16
+# How long a refused socket waits for the request it then answers with the refusal.
+REFUSAL_WAIT_S = 2.0
 _IDLE_S = 30.0  # uvicorn's own pings keep the socket alive; chunks need no keep-alive
 
 
@@ -77,9 +80,7 @@ async def _connection(websocket: WebSocket, runtime: Runtime, span: ConnectionSp
         owner = await authorize(websocket, runtime)
     except Refusal as e:
         span.refused(e.code.value)
-        # No request to answer yet: the close code and reason say why (as on /ws).
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            await websocket.close(code=close_code_of(e), reason=e.message[:120])
+        await _refuse(websocket, e)
         return
     socket = TransportSocket(websocket, runtime, owner)
     try:
@@ -94,6 +95,32 @@ async def _connection(websocket: WebSocket, runtime: Runtime, span: ConnectionSp
             current.uncancel()  # our own drop of a client that stopped reading
     finally:
         await socket.end()
+
+
+async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
+    """The transport opens its socket, then sends its request at once: that request is
+    answered with the refusal (so `useChat` shows why, whichever comes first at the client),
+    then the socket closes with the code /ws uses. A client that sends nothing within
+    REFUSAL_WAIT_S just gets the close."""
+    with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+        async with asyncio.timeout(REFUSAL_WAIT_S):
+            request_id = _request_id(await websocket.receive())
+            if request_id is not None:
+                error = {"type": "error", "requestId": request_id, "errorText": refusal.message}
+                await websocket.send_text(orjson.dumps(error).decode())
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.close(code=close_code_of(refusal), reason=refusal.message[:120])
+
+
+def _request_id(message: Message) -> str | None:
+    """The `requestId` of a received frame, if it is a JSON object that has a string one."""
+    text = message.get("text")
+    try:
+        frame = orjson.loads(text) if isinstance(text, str) else None
+    except orjson.JSONDecodeError:
+        return None
+    request_id = frame.get("requestId") if isinstance(frame, dict) else None
+    return request_id if isinstance(request_id, str) and len(request_id) <= 128 else None
 
 
 class TransportSocket:

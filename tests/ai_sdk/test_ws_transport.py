@@ -216,6 +216,10 @@ async def test_origin_and_auth_rules_are_those_of_the_websocket(
 ) -> None:
     server = start_server(auth_mode="api_key", api_keys="the-key")
     async with transport(server) as socket:
+        # The transport sends its request as soon as the socket opens: it gets the reason.
+        await socket.send(orjson.dumps(send_frame("first", "wsAuth", "hi", "m0")).decode())
+        error = orjson.loads(await socket.recv())
+        assert error == {"type": "error", "requestId": "first", "errorText": "a token is required"}
         with pytest.raises(ConnectionClosed):
             await socket.recv()
         assert socket.close_code == 4401

@@ -284,4 +284,4 @@ class ChatTurns:
         events = self._hub.live_events(session_id)
         if events is None:
             events = await self._store.events.read(session_id)
-        return ui_messages(events)
+        return ui_messages(events, session_id=session_id)

@@ -48,7 +48,7 @@ class _Answer:
         else:
             part.update(state="output-error", errorText=event.error or "the tool failed")
 
-    def message(self, end: AssistantMessageEvent) -> UIMessage:
+    def message(self, end: AssistantMessageEvent, session_id: str) -> UIMessage:
         # The stored answer is the text of every round together: it follows the tool calls,
         # in a step of its own when there were any.
         parts: list[dict[str, Any]] = [{"type": "step-start"}, *self.tool_parts.values()]
@@ -58,10 +58,11 @@ class _Answer:
             parts.append({"type": "text", "text": end.text, "state": "done"})
         metadata = finish_metadata(done_frame(end))
         metadata["createdAt"] = end.created_at.isoformat()
+        metadata["sessionId"] = session_id
         return {"id": end.response_id, "role": "assistant", "metadata": metadata, "parts": parts}
 
 
-def ui_messages(events: Sequence[StoredEvent]) -> list[UIMessage]:
+def ui_messages(events: Sequence[StoredEvent], *, session_id: str) -> list[UIMessage]:
     """The conversation as UIMessages, oldest first: user messages and finished answers
     (an answer still running is left out: a resume streams it; replaced answers too)."""
     messages: list[UIMessage] = []
@@ -71,7 +72,7 @@ def ui_messages(events: Sequence[StoredEvent]) -> list[UIMessage]:
             messages.append(_user_message(event))
         elif isinstance(event, AssistantMessageEvent):
             answer = answers.pop(event.response_id, None) or _Answer(event.response_id)
-            messages.append(answer.message(event))
+            messages.append(answer.message(event, session_id))
         else:
             answer = answers.setdefault(event.response_id, _Answer(event.response_id))
             if isinstance(event, ToolCallEvent):
