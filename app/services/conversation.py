@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import Enum
-from typing import Protocol, assert_never
+from typing import assert_never
 
-from app.database.base import EventRow, Lease, SessionRecord, Store, StoreError, WriteRefused
+from app.database.base import EventRow, Lease, SessionRecord, StoreError
 from app.protocol import (
     RESPONSE_FRAME_TYPES,
     AssistantMessageEvent,
     ClientFrame,
     ErrorCode,
-    ErrorFrame,
     LiveResponse,
     PingIn,
     Pong,
@@ -34,113 +29,33 @@ from app.protocol import (
     UserMessageEvent,
     UserMessageIn,
 )
-from app.services.context import ContextBudget, ContextTooSmall, RollingSummary
-from app.services.event_writer import EventWriter
+from app.services.context import ContextTooSmall, RollingSummary
+from app.services.conversation_parts import (
+    CONVERSATION_TRANSITIONS,
+    ConversationDeps,
+    ConversationState,
+    ConversationTasks,
+    Ending,
+    FrameSink,
+    SessionOpener,
+    Storing,
+    new_id,
+)
 from app.services.history import current_events
-from app.services.llm.base import ChatMessage, LLMError, LLMProvider, ToolDefinition
-from app.services.metrics import Metrics
-from app.services.response_feed import LiveResponses, ResponseFeed
-from app.services.runner import ResponseConfig, ResponseRunner
+from app.services.llm.base import ChatMessage, LLMError, ToolDefinition
+from app.services.message_intake import MessageIntake
+from app.services.response_feed import ResponseFeed
+from app.services.runner import ResponseRunner
 from app.services.states import check_transition
-from app.services.storable import unstorable
-from app.services.summaries import Summarizer
-from app.services.supervisor import TaskSupervisor
-from app.services.tools import ToolContext, ToolRegistry
-from app.services.tracing import Tracing
-from app.services.usage import LimitExceeded, UsageGuard
+from app.services.tools import ToolContext
+
+# What the hub, joins and the AI SDK's turns use with a conversation.
+__all__ = ["Conversation", "ConversationDeps", "ConversationState", "Ending", "FrameSink"]
 
 log = logging.getLogger(__name__)
 
 
-class FrameSink(Protocol):
-    """Where a conversation's frames go; sending after the client left is a silent no-op.
-    Frames go out in the order `send` is called (a joining client's `session.ready` is sent
-    before any frame of the response it joins)."""
-
-    async def send(self, frame: ServerFrame) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None:
-        """Close the connection from the server's side."""
-        ...
-
-
-class SessionOpener(Protocol):
-    """Stores a new session (its row, then its lease) when its first message arrives: a
-    connection that never speaks leaves nothing in the store."""
-
-    async def open_session(self, record: SessionRecord) -> Lease: ...
-
-
-class ConversationState(Enum):
-    """A conversation's attachment to its client; changed only through `Conversation._move`."""
-
-    OPEN = "open"  # a client is attached
-    DETACHED = "detached"  # the client left; a response may still be finishing (and be joined)
-    CLOSED = "closed"  # torn down: nothing runs, everything is stored
-
-
-_CONVERSATION_TRANSITIONS: dict[ConversationState, frozenset[ConversationState]] = {
-    ConversationState.OPEN: frozenset({ConversationState.DETACHED, ConversationState.CLOSED}),
-    ConversationState.DETACHED: frozenset({ConversationState.OPEN, ConversationState.CLOSED}),
-    ConversationState.CLOSED: frozenset(),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationDeps:
-    """Everything a conversation uses, built once by the app."""
-
-    store: Store
-    writer: EventWriter
-    provider: LLMProvider
-    tools: ToolRegistry
-    response: ResponseConfig
-    context: ContextBudget
-    summarizer: Summarizer
-    metrics: Metrics
-    supervisor: TaskSupervisor
-    live: LiveResponses
-    max_message_chars: int
-    commit_timeout_s: float
-    tracing: Tracing
-    usage: UsageGuard
-
-
-@dataclass(frozen=True, slots=True)
-class Ending:
-    """Why the server ends a conversation: the `error` frame to send, then the close code."""
-
-    code: ErrorCode
-    message: str
-    close_code: int
-    retryable: bool = False
-
-
-@dataclass(slots=True)
-class _Storing:
-    """A user message on its way to the store (its acknowledgement not sent yet)."""
-
-    message: UserMessageEvent
-    # Set once the client has its answer: the acknowledgement, or a retryable refusal.
-    answered: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
-
-
-@dataclass(slots=True)
-class _Tasks:
-    """The conversation's own tasks: the response, and the message being stored."""
-
-    runner: ResponseRunner | None = None
-    feed: ResponseFeed | None = None
-    response: asyncio.Task[None] | None = None
-    storing: asyncio.Task[None] | None = None
-    ending: asyncio.Task[None] | None = None
-
-
-class Conversation:
+class Conversation(MessageIntake):
     """The state of one session while a connection (or its last response) is alive."""
 
     def __init__(
@@ -170,16 +85,12 @@ class Conversation:
         self._events = events
         self._seq = events[-1].seq if events else 0
         self._message_ids = {e.id: e for e in events if isinstance(e, UserMessageEvent)}
-        self._storing: _Storing | None = None
-        self._tasks = _Tasks()
+        self._storing: Storing | None = None
+        self._tasks = ConversationTasks()
         self._rolling = RollingSummary(record.context_summary, record.context_summary_seq)
         self._title_requested = False
 
     # -- what its responses use: the history, the prompt, and their output ---------------
-
-    @property
-    def session_id(self) -> str:
-        return self.session_record.id
 
     @property
     def events(self) -> Sequence[StoredEvent]:
@@ -249,167 +160,6 @@ class Conversation:
             await self.send(Pong())
         else:
             assert_never(frame)
-
-    async def send_error(self, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
-        await self.send(ErrorFrame(code=code, message=message, retryable=retryable))
-
-    @property
-    def responding(self) -> bool:
-        return self._tasks.response is not None and not self._tasks.response.done()
-
-    async def _on_user_message(self, frame: UserMessageIn) -> None:
-        # Idempotency first: a resent stored id is acknowledged again, even mid-response.
-        if frame.id is not None and (stored := self._message_ids.get(frame.id)) is not None:
-            await self.send(stored)
-            if self._unanswered(stored):
-                # Stored without an answer (its acknowledgement timed out, or the process that
-                # stored it stopped before answering): the resend is answered, once.
-                self._start_response()
-            return
-        refusal = self._refusal(frame)
-        if refusal is not None:
-            code, message, retryable = refusal
-            await self.send_error(code, message, retryable=retryable)
-            return
-        storing = self._store_user_message(frame)
-        await storing.answered.wait()
-
-    def _refusal(self, frame: UserMessageIn) -> tuple[ErrorCode, str, bool] | None:
-        """Why the message cannot be taken now (nothing is stored), or None."""
-        if self._storing is not None:
-            # Only after a timeout: messages are handled one at a time otherwise.
-            return ErrorCode.STORE_UNAVAILABLE, "the store is not answering; retry shortly", True
-        if self.responding:
-            return (
-                ErrorCode.RESPONSE_IN_PROGRESS,
-                "wait for the current response or cancel it",
-                False,
-            )
-        if not frame.text.strip():
-            return ErrorCode.INVALID_EVENT, "text must not be empty", False
-        if unstorable(frame.text) or (frame.id is not None and unstorable(frame.id)):
-            # NUL and lone surrogates: no store keeps them, so none accepts them.
-            return ErrorCode.INVALID_EVENT, "text and id must not contain NUL characters", False
-        if len(frame.text) > self._deps.max_message_chars:
-            limit = self._deps.max_message_chars
-            return ErrorCode.MESSAGE_TOO_LARGE, f"text is longer than {limit} characters", False
-        if self._deps.writer.full:
-            return ErrorCode.STORE_UNAVAILABLE, "storage is unavailable; retry in a moment", True
-        return None
-
-    def _store_user_message(self, frame: UserMessageIn) -> _Storing:
-        """Commit the message in its own task (it goes on if the connection ends); the
-        acknowledgement is sent only once the message is committed."""
-        message = UserMessageEvent(
-            seq=self._seq + 1,
-            created_at=datetime.now(UTC),
-            id=frame.id or new_id("msg"),
-            text=frame.text,
-        )
-        self._storing = storing = _Storing(message)
-        self._tasks.storing = self._deps.supervisor.spawn(
-            self._acknowledge(storing), name=f"store-{self.session_id}"
-        )
-        return storing
-
-    async def _acknowledge(self, storing: _Storing) -> None:
-        try:
-            lease = await self._admit()
-            if lease is not None:
-                committed = self._deps.writer.commit(EventRow(lease, storing.message))
-                await self._answer(storing, committed)
-        finally:
-            storing.answered.set()
-
-    async def _admit(self) -> Lease | None:
-        """Before anything of the message is stored: the owner's usage limits, then, for the
-        first message of a new session, the session's row and lease. None (the client told why,
-        the message not taken) when it cannot be stored now."""
-        try:
-            async with asyncio.timeout(self._deps.commit_timeout_s):
-                await self._deps.usage.admit(
-                    self.session_record.owner,
-                    session_id=self.session_id,
-                    new_session=self.lease is None and not self._session_counted,
-                )
-                self._session_counted = True
-                if self.lease is None:
-                    assert self._opener is not None  # a conversation without a lease has one
-                    self.lease = await self._opener.open_session(self.session_record)
-                return self.lease
-        except LimitExceeded as e:
-            self._storing = None
-            self._deps.metrics.usage_refusals.labels(limit=e.limit).inc()
-            await self.send(
-                ErrorFrame(
-                    code=ErrorCode.USAGE_LIMIT_EXCEEDED,
-                    message=e.message,
-                    retryable=True,
-                    resets_at=e.resets_at,
-                )
-            )
-        except (TimeoutError, StoreError) as e:
-            self._storing = None
-            log.warning("could not admit a message of %s: %s", self.session_id, e)
-            await self.send_error(
-                ErrorCode.STORE_UNAVAILABLE,
-                "the store did not answer; nothing was stored, send the message again",
-                retryable=True,
-            )
-        return None
-
-    async def _answer(self, storing: _Storing, committed: asyncio.Future[None]) -> None:
-        try:
-            async with asyncio.timeout(self._deps.commit_timeout_s):
-                await asyncio.shield(committed)
-        except TimeoutError:
-            await self._commit_timed_out(storing, committed)
-            return
-        except WriteRefused:
-            self._storing = None
-            return  # the session's holding ended: the hub ends the conversation and says why
-        except StoreError as e:
-            self._storing = None
-            log.error("could not store a user message of %s: %s", self.session_id, e)
-            await self.send_error(
-                ErrorCode.STORE_UNAVAILABLE,
-                "the message could not be stored; retry",
-                retryable=True,
-            )
-            return
-        self._adopt(storing.message)
-        self._storing = None
-        await self.send(storing.message)
-        self._start_response()
-
-    async def _commit_timed_out(self, storing: _Storing, committed: asyncio.Future[None]) -> None:
-        """Not acknowledged in time: the client hears so at once; the write stays queued, and
-        if it lands later the message joins the history unanswered (its resend answers it)."""
-        await self.send_error(
-            ErrorCode.STORE_UNAVAILABLE,
-            "the store did not confirm the message in time; nothing was acknowledged, send again",
-            retryable=True,
-        )
-        storing.answered.set()  # the connection reads on; the write stays queued
-        try:
-            await committed
-        except StoreError:
-            return  # refused or never written: nothing of it exists
-        finally:
-            self._storing = None
-        self._adopt(storing.message)
-
-    def _unanswered(self, message: UserMessageEvent) -> bool:
-        """The message is the last one and no response to it ran or runs."""
-        if self.responding or self._storing is not None:
-            return False
-        later = (event for event in self._events if event.seq > message.seq)
-        return not any(event.type in ("user.message", "assistant.message") for event in later)
-
-    def _adopt(self, message: UserMessageEvent) -> None:
-        self._seq = message.seq
-        self._events.append(message)
-        self._message_ids[message.id] = message
 
     async def regenerate(self, response_id: str | None) -> tuple[ErrorCode, str] | None:
         """Answer the last user message again, replacing the last answer (`response_id`, when
@@ -566,4 +316,4 @@ class Conversation:
         self.closed.set()
 
     def _move(self, new: ConversationState) -> None:
-        self.state = check_transition(_CONVERSATION_TRANSITIONS, self.state, new)
+        self.state = check_transition(CONVERSATION_TRANSITIONS, self.state, new)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.services.conversation import _CONVERSATION_TRANSITIONS, ConversationState
+from app.services.conversation_parts import CONVERSATION_TRANSITIONS, ConversationState
 from app.services.joining import _JOIN_TRANSITIONS, JoinState
 from app.services.runner import _RESPONSE_TRANSITIONS, ResponseState
 from app.services.states import InvalidTransition, check_transition
@@ -30,7 +30,7 @@ def test_a_change_the_table_allows_is_taken() -> None:
         (_RESPONSE_TRANSITIONS, ResponseState.DONE, ResponseState.STREAMING),
         (_RESPONSE_TRANSITIONS, ResponseState.CANCELLING, ResponseState.RUNNING_TOOLS),
         (_RESPONSE_TRANSITIONS, ResponseState.STARTING, ResponseState.DONE),
-        (_CONVERSATION_TRANSITIONS, ConversationState.CLOSED, ConversationState.OPEN),
+        (CONVERSATION_TRANSITIONS, ConversationState.CLOSED, ConversationState.OPEN),
         (_JOIN_TRANSITIONS, JoinState.CONVERSATION, JoinState.FOLLOWING),
     ],
 )
@@ -45,7 +45,7 @@ def test_a_change_the_table_does_not_allow_is_refused(
     ("table", "start", "ends"),
     [
         (_RESPONSE_TRANSITIONS, ResponseState.STARTING, {ResponseState.DONE}),
-        (_CONVERSATION_TRANSITIONS, ConversationState.OPEN, {ConversationState.CLOSED}),
+        (CONVERSATION_TRANSITIONS, ConversationState.OPEN, {ConversationState.CLOSED}),
         (_JOIN_TRANSITIONS, JoinState.FOLLOWING, {JoinState.CONVERSATION, JoinState.ENDED}),
     ],
 )
