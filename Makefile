@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format clean bench soak
+.PHONY: install run test lint format clean bench soak ai-sdk-example
 
 install: $(VENV)/.installed $(VENV)/.installed-local
 
@@ -50,6 +50,12 @@ soak: $(VENV)/.installed
 test: install
 	bash scripts/test-services.sh
 	REQUIRE_ALL_TESTS=1 $(BIN)/python -m pytest
+
+# The useChat example (examples/ai-sdk-react/), built into its dist/ with this machine's Node.js
+# and npm at the versions of its package-lock.json; the server serves it at /examples/ai-sdk/.
+AI_SDK_EXAMPLE := examples/ai-sdk-react
+ai-sdk-example:
+	cd $(AI_SDK_EXAMPLE) && npm ci --no-audit --no-fund --loglevel=error && npm run build
 
 lint: install
 	$(BIN)/ruff check .

@@ -3,7 +3,7 @@
 # .ci/run): PostgreSQL at 127.0.0.1:5432 (or TEST_DATABASE_URL), started when it is down;
 # Redis at 127.0.0.1:6379 (or TEST_REDIS_URL), started when it is down; Debian's Chromium for
 # the page tests, installed when it is missing; the npm packages of the MCP and AI SDK tests
-# (npm ci).
+# (npm ci); the useChat example the page tests open, built when missing or older than its sources.
 # Starting and installing need root, as in CI; without it, or when something cannot be done
 # here, this says exactly what to do and fails, so that `make test` never passes by skipping
 # tests.
@@ -117,10 +117,33 @@ install_npm_dir() {
     cp "$dir/package-lock.json" "$stamp"
 }
 
+# The useChat example of examples/ai-sdk-react (tests/page/test_ai_sdk_example.py opens it).
+AI_SDK_EXAMPLE_DIR="examples/ai-sdk-react"
+ai_sdk_example_stale() {
+    local built="$AI_SDK_EXAMPLE_DIR/dist/index.html"
+    [ ! -f "$built" ] && return 0
+    [ -n "$(find "$AI_SDK_EXAMPLE_DIR/src" "$AI_SDK_EXAMPLE_DIR/index.html" \
+        "$AI_SDK_EXAMPLE_DIR/vite.config.js" "$AI_SDK_EXAMPLE_DIR/package.json" \
+        "$AI_SDK_EXAMPLE_DIR/package-lock.json" -newer "$built" -print -quit)" ]
+}
+
+build_ai_sdk_example() {
+    ai_sdk_example_stale || return 0
+    if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+        missing+=("Node.js and npm, to build the useChat example of the page tests: apt-get
+    install nodejs npm")
+        return
+    fi
+    echo "Building the useChat example ($AI_SDK_EXAMPLE_DIR)."
+    make --no-print-directory ai-sdk-example \
+        || missing+=("make ai-sdk-example failed (see above)")
+}
+
 check_postgres
 check_redis
 check_chromium
 install_npm_packages
+build_ai_sdk_example
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "make test runs the whole suite, and this machine is missing:" >&2
     printf '  - %s\n' "${missing[@]}" >&2
