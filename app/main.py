@@ -16,7 +16,7 @@ from app.database.base import StoreError
 from app.logs import configure_logging
 from app.routers import ai_sdk, ai_sdk_ws, health, page, sessions, usage, ws
 from app.routers.hosts import AllowedHostsMiddleware
-from app.routers.page import STATIC_DIR
+from app.routers.page import STATIC_DIR, mount_examples
 from app.routers.request_spans import RequestSpans
 from app.services.runtime import drain_on_signals, start_runtime, stop_runtime
 from app.services.tools import DEFAULT_TOOLS, ToolFunction
@@ -100,6 +100,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    mount_examples(app)
     return app
 
 
