@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Locator, Page, WebSocket, expect
 
+from tests.conftest import StartServer
 from tests.fakes.groq_server import FakeGroq, Gate, gated_reply, text_reply, tool_call_reply
 from tests.page.actions import PROFILE_QUESTION, send, wait_for_streaming_text
 from tests.page.conftest import PAGE_LOOP
@@ -50,9 +51,10 @@ async def open_example(page: Page, url: str, transport: str) -> None:
     )
 
 
-async def open_new_chat(page: Page, server: RunningServer, transport: str) -> str:
+async def open_new_chat(page: Page, server: RunningServer, transport: str, query: str = "") -> str:
     """Open the example on a new chat; return the chat id it put into its URL."""
-    await open_example(page, f"{server.http_url}{EXAMPLE_PATH}?transport={transport}", transport)
+    url = f"{server.http_url}{EXAMPLE_PATH}?transport={transport}{query}"
+    await open_example(page, url, transport)
     chat_ids = parse_qs(urlsplit(page.url).query)["chat"]
     assert len(chat_ids) == 1
     return chat_ids[0]
@@ -165,3 +167,29 @@ async def test_stop_mid_answer_cancels_it_on_the_server(
 
     await wait_until(upstream_closed, what="the model's stream closed")
     await expect(answer.get_by_test_id("text-part")).to_have_text("The first half,")
+    # Reloaded, the page shows the stored answer as stopped, from its metadata.
+    await open_example(page, page.url, transport)
+    answer = answers(page).last
+    await expect(answer).to_have_attribute("data-state", "stopped")
+    await expect(answer).to_have_attribute("data-message-id", response_id)
+    await expect(answer.get_by_test_id("text-part")).to_have_text("The first half,")
+
+
+async def test_the_token_of_the_url_is_used_when_auth_is_on(
+    page: Page,
+    start_server: StartServer,
+    fake_groq: FakeGroq,
+    allowed_console_errors: list[str],
+    transport: str,
+) -> None:
+    server = start_server(auth_mode="api_key", api_keys="k1")
+    fake_groq.script(text_reply("Hello, key holder."))
+    await open_new_chat(page, server, transport, "&token=k1")
+    await send(page, "Hello")
+    answer = await answer_ended(page)
+    await expect(answer.get_by_test_id("text-part")).to_have_text("Hello, key holder.")
+    # Without the token, the chat does not even load.
+    allowed_console_errors.append("the server responded with a status of 401")
+    await page.goto(f"{server.http_url}{EXAMPLE_PATH}?transport={transport}")
+    await expect(page.get_by_test_id("error")).to_contain_text("HTTP 401")
+    await expect(page.get_by_test_id("transcript")).to_have_count(0)
