@@ -85,13 +85,13 @@ async def stored_response_status(http: httpx.AsyncClient, response_id: str) -> s
 
 
 async def test_the_seed_example_shows_a_tool_card_then_the_answer(
-    page: Page, server: RunningServer, fake_groq: FakeGroq, transport: str
+    page: Page, server: RunningServer, fake_groq: FakeGroq, http: httpx.AsyncClient, transport: str
 ) -> None:
     fake_groq.script(
         tool_call_reply(("fetch_user_profile", {"user_id": "123"})),
         text_reply("User 123 is ", "Ada Lovelace, on the pro plan."),
     )
-    await open_new_chat(page, server, transport)
+    chat_id = await open_new_chat(page, server, transport)
     await send(page, PROFILE_QUESTION)
     answer = await answer_ended(page)
     card = answer.get_by_test_id("tool-card")
@@ -105,7 +105,9 @@ async def test_the_seed_example_shows_a_tool_card_then_the_answer(
     )
     await expect(page.get_by_test_id("user-message")).to_have_text(PROFILE_QUESTION)
     fake_groq.assert_complete()
-    # Reloaded, the page shows the same conversation, from the server's store.
+    stored = (await http.get(f"/api/chat/{chat_id}/messages")).json()
+    assert [message["role"] for message in stored] == ["user", "assistant"]
+    # Reloaded, the page shows the same chat (its id is in the URL), from the server's store.
     await open_example(page, page.url, transport)
     answer = answers(page).last
     await expect(answers(page)).to_have_count(1)
