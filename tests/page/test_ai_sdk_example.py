@@ -12,7 +12,14 @@ import pytest_asyncio
 from playwright.async_api import Locator, Page, WebSocket, expect
 
 from tests.conftest import StartServer
-from tests.fakes.groq_server import FakeGroq, Gate, gated_reply, text_reply, tool_call_reply
+from tests.fakes.groq_server import (
+    FakeGroq,
+    Gate,
+    gated_reply,
+    stream_error_reply,
+    text_reply,
+    tool_call_reply,
+)
 from tests.page.actions import PROFILE_QUESTION, send, wait_for_streaming_text
 from tests.page.conftest import PAGE_LOOP
 from tests.support.examples import require_ai_sdk_example
@@ -175,6 +182,24 @@ async def test_stop_mid_answer_cancels_it_on_the_server(
     await expect(answer).to_have_attribute("data-state", "stopped")
     await expect(answer).to_have_attribute("data-message-id", response_id)
     await expect(answer.get_by_test_id("text-part")).to_have_text("The first half,")
+
+
+async def test_an_upstream_error_mid_answer_shows_the_answer_failed(
+    page: Page, server: RunningServer, fake_groq: FakeGroq, transport: str
+) -> None:
+    fake_groq.script(stream_error_reply("Half an ", message="the model fell over"))
+    await open_new_chat(page, server, transport)
+    await send(page, "Tell me something.")
+    answer = answers(page).last
+    await expect(answer).to_have_attribute("data-state", "failed")
+    await expect(page.get_by_test_id("status")).to_have_attribute("data-state", "error")
+    # The `error` chunk's text, as useChat's `error`.
+    await expect(page.get_by_test_id("error")).to_contain_text("the model fell over")
+    await expect(answer.get_by_test_id("text-part")).to_have_text("Half an")
+    # Reloaded, the stored answer says so itself.
+    await open_example(page, page.url, transport)
+    await expect(answers(page).last).to_have_attribute("data-state", "failed")
+    await expect(answers(page).last.get_by_test_id("text-part")).to_have_text("Half an")
 
 
 async def test_the_token_of_the_url_is_used_when_auth_is_on(

@@ -65,14 +65,18 @@ function Chat({ settings, transport, initialMessages }) {
   return (
     <>
       <section className="transcript" data-testid="transcript" aria-live="polite">
-        {messages.map((message, index) => (
-          <Message
-            key={message.id}
-            message={message}
-            isStreaming={busy && index === messages.length - 1}
-            isStopped={stoppedIds.has(message.id)}
-          />
-        ))}
+        {messages.map((message, index) => {
+          const isLast = index === messages.length - 1;
+          return (
+            <Message
+              key={message.id}
+              message={message}
+              isStreaming={busy && isLast}
+              isStopped={stoppedIds.has(message.id)}
+              isFailed={status === 'error' && isLast}
+            />
+          );
+        })}
       </section>
       {error && (
         <p role="alert" data-testid="error">

@@ -2,17 +2,19 @@
 import { getToolName, isToolUIPart } from 'ai';
 
 /** What the page says about an answer: streaming, stopped, failed or completed. */
-function answerState({ message, isStreaming, isStopped }) {
+function answerState({ message, isStreaming, isStopped, isFailed }) {
   if (isStreaming) return 'streaming';
-  const status = message.metadata?.status; // set by the server's `finish` chunk
+  // The status the server stored: in the `finish` chunk's metadata, and in loaded messages.
+  const status = message.metadata?.status;
   if (isStopped || status === 'cancelled') return 'stopped';
-  if (status === 'failed') return 'failed';
+  // useChat stops reading at an `error` chunk, before the `finish` that follows it.
+  if (isFailed || status === 'failed') return 'failed';
   return 'completed';
 }
 
-export function Message({ message, isStreaming, isStopped }) {
+export function Message({ message, isStreaming, isStopped, isFailed }) {
   const isUser = message.role === 'user';
-  const state = isUser ? undefined : answerState({ message, isStreaming, isStopped });
+  const state = isUser ? undefined : answerState({ message, isStreaming, isStopped, isFailed });
   return (
     <article
       className={`message ${message.role}`}
@@ -24,6 +26,7 @@ export function Message({ message, isStreaming, isStopped }) {
         <MessagePart key={index} part={part} />
       ))}
       {state === 'stopped' && <p className="note">Stopped.</p>}
+      {state === 'failed' && <p className="note">Failed.</p>}
     </article>
   );
 }
