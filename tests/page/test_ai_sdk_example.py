@@ -124,6 +124,23 @@ async def test_the_seed_example_shows_a_tool_card_then_the_answer(
     )
 
 
+async def test_a_failing_tool_shows_its_error_on_the_card(
+    page: Page, server: RunningServer, fake_groq: FakeGroq, transport: str
+) -> None:
+    fake_groq.script(
+        tool_call_reply(("fetch_user_profile", {"user_id": "nobody"})),
+        text_reply("There is no such user."),
+    )
+    await open_new_chat(page, server, transport)
+    await send(page, "Fetch the profile of user nobody.")
+    answer = await answer_ended(page)
+    card = answer.get_by_test_id("tool-card")
+    await expect(card).to_have_attribute("data-state", "output-error")
+    await expect(card.get_by_test_id("tool-error")).to_contain_text("no user with id 'nobody'")
+    await expect(card.get_by_test_id("tool-output")).to_have_count(0)
+    await expect(answer.get_by_test_id("text-part")).to_have_text("There is no such user.")
+
+
 async def test_a_reload_mid_answer_resumes_it_and_shows_it_once(
     page: Page, server: RunningServer, fake_groq: FakeGroq, transport: str
 ) -> None:
