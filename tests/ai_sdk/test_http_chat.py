@@ -282,7 +282,8 @@ async def test_stop_cancels_the_running_answer_and_readers_get_abort(
         await reading
 
     assert_well_formed(stream)
-    assert stream.types()[-1] == "abort"
+    assert stream.types()[-2:] == ["message-metadata", "abort"]
+    assert stream.first("message-metadata")["messageMetadata"]["status"] == "cancelled"
     await asyncio.to_thread(fake_groq.wait_for_disconnect)  # the upstream request was closed
     events = await stored(http, "chatStop", 2)
     assert events[-1]["status"] == "cancelled"
@@ -296,7 +297,8 @@ async def test_an_upstream_failure_ends_in_an_error_part_and_a_stored_failed_res
     stream = await send(http, "chatFail", "hi", "f1")
 
     assert_well_formed(stream)
-    assert stream.types()[-3:] == ["finish-step", "error", "finish"]
+    assert stream.types()[-4:] == ["finish-step", "message-metadata", "error", "finish"]
+    assert stream.first("message-metadata")["messageMetadata"]["status"] == "failed"
     assert stream.first("finish")["finishReason"] == "error"
     events = await stored(http, "chatFail", 2)
     assert events[-1]["status"] == "failed"

@@ -22,6 +22,7 @@ CHUNK_TYPES = {
     "finish",
     "error",
     "abort",
+    "message-metadata",
 }
 
 Chunk = dict[str, Any]

@@ -3,7 +3,8 @@
 The chunk shapes are those of the `ai` package's `uiMessageChunkSchema` (its
 docs/04-ai-sdk-ui/50-stream-protocol.mdx): `start`, `start-step`, `text-start` / `text-delta` /
 `text-end`, `tool-input-available`, `tool-output-available` / `tool-output-error`,
-`finish-step`, then `finish` (with `error` before it when the response failed) or `abort`.
+`finish-step`, then `finish` (with `error` before it when the response failed) or `abort`
+(both after a `message-metadata` with the stored status).
 """
 
 from __future__ import annotations
@@ -139,10 +140,13 @@ class UIStreamEncoder:
     def _done(self, done: ResponseDone) -> list[Chunk]:
         self.ended = True
         chunks = [*self._close_text(), {"type": "finish-step"}]
+        # useChat keeps no metadata of an `abort`, and stops reading at an `error`: the stored
+        # status comes first, so the live message says it was cancelled or failed.
+        status = {"type": "message-metadata", "messageMetadata": finish_metadata(done)}
         if done.status is ResponseStatus.CANCELLED:
-            return [*chunks, {"type": "abort", "reason": "cancelled"}]
+            return [*chunks, status, {"type": "abort", "reason": "cancelled"}]
         if done.status is ResponseStatus.FAILED and done.error is not None:
-            chunks.append({"type": "error", "errorText": done.error.message})
+            chunks += [status, {"type": "error", "errorText": done.error.message}]
         finish = {
             "type": "finish",
             "finishReason": ui_finish_reason(done.finish_reason),
