@@ -45,6 +45,24 @@ class FeedFollower:
             self._queue.append(frame)
         self._wake.set()
 
+    async def next_frame(self, timeout_s: float) -> ResponseFrame | None:
+        """The next frame, or None when none came within `timeout_s`; `FollowerOverflow` if
+        dropped. (For a reader that wants to wake up without a frame; else `frames()`.)"""
+        if not self._queue and not self.overflowed:
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                return None
+        if self._queue:
+            return self._queue.popleft()
+        raise FollowerOverflow(self._feed.response_id)
+
+    def stop(self) -> None:
+        """Follow no more."""
+        self._feed.unfollow(self)
+
     async def frames(self) -> AsyncIterator[ResponseFrame]:
         """The frames as they come, through `response.done`; `FollowerOverflow` if dropped."""
         try:

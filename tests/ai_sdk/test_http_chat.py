@@ -267,6 +267,29 @@ async def test_resume_replays_the_running_answer_from_its_start_then_live(
     assert (await http.get("/api/chat/chatResume/stream")).status_code == 204
 
 
+async def test_a_second_reader_follows_the_answer_while_the_first_still_reads(
+    http: httpx.AsyncClient, fake_groq: FakeGroq
+) -> None:
+    """Two tabs, or a reload the server has not seen leave yet: both get the whole answer."""
+    gate = Gate()
+    fake_groq.script(gated_reply("one ", after=["for ", "both"], gate=gate))
+    body = chat_body("chatTwoTabs", user_message("hi", "t1"))
+    first, second = UIStream(), UIStream()
+    async with http.stream("POST", "/api/chat", json=body) as response:
+        reading_first = asyncio.ensure_future(_read_into(response, first))
+        await wait_until(lambda: _has(first, "text-delta"), what="the first reader's delta")
+        async with http.stream("GET", "/api/chat/chatTwoTabs/stream") as resumed:
+            reading_second = asyncio.ensure_future(_read_into(resumed, second))
+            await wait_until(lambda: _has(second, "text-delta"), what="the second's replay")
+            gate.open()
+            await asyncio.gather(reading_first, reading_second)
+
+    for stream in (first, second):
+        assert_well_formed(stream)
+        assert stream.text() == "one for both"
+    assert second.first("start") == first.first("start")
+
+
 async def test_stop_cancels_the_running_answer_and_readers_get_abort(
     http: httpx.AsyncClient, fake_groq: FakeGroq
 ) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from app.database.base import Store
 from app.protocol import (
@@ -28,14 +29,12 @@ from app.services.ai_sdk.ui_messages import UIMessage, stored_answer_frames, ui_
 from app.services.ai_sdk.ui_stream import Chunk, UIStreamEncoder
 from app.services.conversation import Conversation
 from app.services.hub import Connection, ConnectRefused, SessionHub, parse_session_id, visible_to
+from app.services.response_feed import FeedFollower, FollowerOverflow
 
 log = logging.getLogger(__name__)
 
 # Frames a turn's reader may fall behind before it is dropped (the answer goes on, stored).
 FRAMES_BEHIND_LIMIT = 10_000
-# A resume may arrive before the server noticed that the reader it replaces has gone.
-RESUME_BUSY_WAIT_S = 2.0
-_RESUME_BUSY_POLL_S = 0.1
 
 
 class ChatRefused(Exception):
@@ -114,24 +113,72 @@ class QueueSink:
             return None
 
 
+class FrameSource(Protocol):
+    """Where a turn reads its answer's frames from."""
+
+    async def next(self, timeout_s: float) -> ServerFrame | _Closed | None:
+        """The next frame (or the end of the source), or None after `timeout_s` without one."""
+        ...
+
+
+class FollowedFeed:
+    """A passive reader of a response running here: another reader holds the connection (a
+    second tab, or a reload the server has not seen leave yet)."""
+
+    def __init__(self, follower: FeedFollower) -> None:
+        self._follower = follower
+
+    async def next(self, timeout_s: float) -> ServerFrame | _Closed | None:
+        try:
+            return await self._follower.next_frame(timeout_s)
+        except FollowerOverflow:
+            return _Closed("the reader fell too far behind; resume to continue")
+
+
 class Turn:
-    """One answer streaming to one AI SDK reader, as UI message chunks."""
+    """One answer streaming to one AI SDK reader, as UI message chunks: the frames so far
+    (`first`), then those of `source` until the answer's end."""
 
     def __init__(
         self,
-        hub: SessionHub,
-        connection: Connection | None,
-        sink: QueueSink | None,
         *,
         session_id: str,
         model: str,
         first: Sequence[ServerFrame],
+        source: FrameSource | None = None,
+        stop: Callable[[], Awaitable[None]] | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
-        self._hub = hub
-        self._connection = connection
-        self._sink = sink
         self._first = list(first)
+        self._source = source
+        self._stop = stop
+        self._release = release
         self._encoder = UIStreamEncoder(session_id=session_id, model=model)
+
+    @classmethod
+    def of_connection(
+        cls,
+        hub: SessionHub,
+        connection: Connection,
+        sink: QueueSink,
+        *,
+        session_id: str,
+        model: str,
+        first: Sequence[ServerFrame],
+    ) -> Turn:
+        """A turn that holds the session's connection (released when the reader leaves)."""
+
+        async def stop() -> None:
+            await connection.handle(ResponseCancelIn(type="response.cancel"))
+
+        return cls(
+            session_id=session_id,
+            model=model,
+            first=first,
+            source=sink,
+            stop=stop,
+            release=lambda: hub.disconnect(connection),
+        )
 
     async def chunks(self, *, idle_s: float) -> AsyncIterator[Chunk | None]:
         """The answer's chunks through its end; None after `idle_s` without one (a keep-alive
@@ -139,8 +186,8 @@ class Turn:
         for frame in self._first:
             for chunk in self._encoder.encode(frame):
                 yield chunk
-        while not self._encoder.ended and self._sink is not None:
-            item = await self._sink.next(idle_s)
+        while not self._encoder.ended and self._source is not None:
+            item = await self._source.next(idle_s)
             if item is None:
                 yield None
             elif isinstance(item, _Closed):
@@ -153,14 +200,14 @@ class Turn:
 
     async def cancel(self) -> None:
         """Stop the answer (it is stored as cancelled; readers get `abort`)."""
-        if self._connection is not None and not self._encoder.ended:
-            await self._connection.handle(ResponseCancelIn(type="response.cancel"))
+        if self._stop is not None and not self._encoder.ended:
+            await self._stop()
 
     def close(self) -> None:
         """The reader is gone (or done): the answer runs on without it. Idempotent."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            self._hub.disconnect(connection)
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 class ChatTurns:
@@ -207,10 +254,8 @@ class ChatTurns:
         if not connection.responding:
             # A resent message that was answered before: its stored answer, once more.
             self._hub.disconnect(connection)
-            return Turn(
-                self._hub, None, None, session_id=session_id, model=self._model, first=first
-            )
-        return Turn(
+            return Turn(session_id=session_id, model=self._model, first=first)
+        return Turn.of_connection(
             self._hub, connection, sink, session_id=session_id, model=self._model, first=first
         )
 
@@ -239,33 +284,53 @@ class ChatTurns:
     async def resume(
         self, chat_id: str, *, owner: str | None, credentials: str | None
     ) -> Turn | None:
-        """The chat's running answer from its start, then live; None when none runs."""
+        """The chat's running answer from its start, then live; None when none runs. The
+        first reader to come holds the session's connection; while it does, more readers of
+        an answer running here follow it passively (several tabs; a reload the server has not
+        yet seen leave)."""
         session_id = await self.session_of(chat_id, owner)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RESUME_BUSY_WAIT_S
-        while await self._hub.response_running(session_id):
-            sink = QueueSink()
-            try:
-                connection, ready = await self._hub.connect(
-                    session_id, after_seq=MAX_SEQ, owner=owner, sink=sink, credentials=credentials
-                )
-            except ConnectRefused as e:
-                if e.code is ErrorCode.SESSION_NOT_FOUND:
-                    return None
-                if e.code is ErrorCode.SESSION_BUSY and loop.time() < deadline:
-                    await asyncio.sleep(_RESUME_BUSY_POLL_S)
-                    continue
-                raise ChatRefused(e.code, e.message) from e
-            # No await from the connect to this: these frames and the sink's are the whole.
-            first = self._hub.frames_before_join(connection)
-            if ready.live_response is None:
-                self._hub.disconnect(connection)
-                return None
-            self._hub.opened(connection)  # a join of another instance's answer starts relaying
-            return Turn(
-                self._hub, connection, sink, session_id=session_id, model=self._model, first=first
+        if not await self._hub.response_running(session_id):
+            return None
+        sink = QueueSink()
+        try:
+            connection, ready = await self._hub.connect(
+                session_id, after_seq=MAX_SEQ, owner=owner, sink=sink, credentials=credentials
             )
-        return None
+        except ConnectRefused as e:
+            if e.code is ErrorCode.SESSION_NOT_FOUND:
+                return None
+            if e.code is ErrorCode.SESSION_BUSY:
+                return await self._follow_busy(session_id, owner, e)
+            raise ChatRefused(e.code, e.message) from e
+        # No await from the connect to this: these frames and the sink's are the whole.
+        first = self._hub.frames_before_join(connection)
+        if ready.live_response is None:
+            self._hub.disconnect(connection)
+            return None
+        self._hub.opened(connection)  # a join of another instance's answer starts relaying
+        return Turn.of_connection(
+            self._hub, connection, sink, session_id=session_id, model=self._model, first=first
+        )
+
+    async def _follow_busy(
+        self, session_id: str, owner: str | None, refused: ConnectRefused
+    ) -> Turn | None:
+        """Another reader holds the session: follow its answer if it runs here."""
+        record = await self._store.sessions.get(session_id)
+        if record is None or not visible_to(record, owner):
+            return None
+        feed = self._hub.live_responses.of_session(session_id)
+        if feed is None:
+            raise ChatRefused(refused.code, refused.message)
+        first, follower = feed.follow()
+        return Turn(
+            session_id=session_id,
+            model=self._model,
+            first=first,
+            source=FollowedFeed(follower),
+            stop=_async(feed.cancel),
+            release=follower.stop,
+        )
 
     async def stop(self, chat_id: str, *, owner: str | None) -> bool:
         """Cancel the chat's running answer; False when none runs."""
@@ -285,3 +350,10 @@ class ChatTurns:
         if events is None:
             events = await self._store.events.read(session_id)
         return ui_messages(events, session_id=session_id)
+
+
+def _async(call: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        call()
+
+    return run
