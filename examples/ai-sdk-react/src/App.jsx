@@ -43,7 +43,8 @@ export default function App() {
 }
 
 function Chat({ settings, transport, initialMessages }) {
-  // Answers this page stopped (the server's `abort` chunk carries no metadata to show it).
+  // Answers this page stopped: stop() ends this page's stream at once, before the server's
+  // `message-metadata` (status `cancelled`) can arrive; a reload loads that status.
   const [stoppedIds, setStoppedIds] = useState(() => new Set());
   const { messages, sendMessage, stop, status, error } = useChat({
     id: settings.chatId,
