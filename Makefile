@@ -29,8 +29,9 @@ $(VENV)/.installed-local: requirements-local.txt | $(VENV)/.installed
 		|| { tail -n 30 $(LOCAL_LOG); echo "The local model did not install: see $(LOCAL_LOG)"; exit 1; }
 	touch $@
 
+# WORKERS (settings, default 1) server processes on the port: docs/deployment.md.
 run: install
-	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT) --ws-per-message-deflate false
+	$(BIN)/python -m app.serve --host $(HOST) --port $(PORT)
 
 # The performance benchmark (bench/, docs/performance.md): a few minutes; writes bench/results/.
 $(VENV)/.installed-bench: requirements-bench.txt | $(VENV)/.installed

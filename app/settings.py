@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     ws_send_timeout_s: float = Field(default=10.0, gt=0)
     max_messages_per_minute: int = Field(default=120, ge=1)
     resume_wait_s: float = Field(default=30.0, gt=0)
+    # Server processes on one port (`python -m app.serve`, `make run`); each is an instance.
+    workers: int = Field(default=1, ge=1, le=64)
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Host names the `Host` header may carry (DNS rebinding); `*` = any; ports are ignored.
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

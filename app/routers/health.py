@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,7 +32,13 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
         | ({"last_error": health.last_error} if health.last_error else {})
         for health in runtime.supervisor.services
     }
-    body: dict[str, object] = {"store": runtime.store.kind, "services": services}
+    instance = {"id": runtime.slot.instance_id, "slot": runtime.slot.number, "pid": os.getpid()}
+    body: dict[str, object] = {
+        "store": runtime.store.kind,
+        "services": services,
+        # Which instance (with WORKERS > 1: which worker process) answered.
+        "instance": instance,
+    }
     if runtime.mcp is not None:
         # Details only: a degraded MCP server costs its tools, not the server's readiness.
         body["mcp_servers"] = runtime.mcp.health()

@@ -36,7 +36,7 @@ def start_instance(
     fake_groq.answer_model(TITLE_MODEL, text_reply("A title"))
     started: list[ServerProcess] = []
 
-    def start(**env: str) -> ServerProcess:
+    def start(*, serve: bool = False, **env: str) -> ServerProcess:
         settings = {
             "DATABASE_URL": shared_database,
             "LLM_PROVIDER": "groq",
@@ -50,7 +50,7 @@ def start_instance(
             "LOG_LEVEL": "WARNING",
             **env,
         }
-        instance = ServerProcess(settings, tmp_path)
+        instance = ServerProcess(settings, tmp_path, serve=serve)
         started.append(instance)
         return instance.start()
 

@@ -5,6 +5,7 @@ that started it."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -50,8 +51,10 @@ def fake_groq_env(base_url: str, *, database_url: str, grace_s: float) -> dict[s
 class ServerProcess:
     """A real server process configured by environment variables, as in production."""
 
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, *, serve: bool = False) -> None:
         self.port = free_port()
+        # `python -m app.serve` (WORKERS processes on the port) instead of plain uvicorn.
+        self._serve = serve
         self._env = {
             # A developer's collector is not the test's: a test that wants traces names its own.
             **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_EXPORTER_OTLP")},
@@ -80,11 +83,17 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         # asyncio's loop, not uvloop: the guards watch asyncio's sockets, callbacks and tasks.
-        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--loop", "asyncio"]
-        command += ["--port", str(self.port)]
+        entry = ["app.serve"] if self._serve else ["uvicorn", "app.main:app"]
+        command = [sys.executable, "-m", *entry, "--loop", "asyncio", "--port", str(self.port)]
         with self.log.open("wb") as log:
             self._process = subprocess.Popen(
-                command, cwd=self._workdir, env=self._env, stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=self._workdir,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # With workers, a group of its own: `stop` kills the workers with their parent.
+                start_new_session=self._serve,
             )
         self._wait_until_healthy()
         return self
@@ -133,6 +142,11 @@ class ServerProcess:
         return self._process.wait(timeout)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
+        if self._process is None:
+            return
+        if self._serve:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+        elif self._process.poll() is None:
             self._process.send_signal(signal.SIGKILL)
-            self._process.wait(10)
+        self._process.wait(10)
