@@ -6,11 +6,11 @@ under an `index`, and errors as `{"error": {"message", "type", "code", ...}}` bo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from app.services.llm.base import ToolCallRequest
+from app.services.llm.base import ChatMessage, ToolCallRequest, ToolDefinition
 
 
 class FunctionFragment(Protocol):
@@ -99,3 +99,21 @@ def stream_error_status(body: object) -> int | None:
     """The HTTP status an error event inside a 200 stream stands for, when it says."""
     status = error_details(body).get("status_code")
     return status if isinstance(status, int) else None
+
+
+def wire_request(
+    messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]
+) -> dict[str, Any]:
+    """`messages` and `tools` as keyword arguments of an SDK's `chat.completions.create`.
+
+    The SDKs transform both field by field against their typed params: about 3 ms of CPU on the
+    event loop per request with a 20-message history and 3 tools. Ours are already the wire
+    format, so they go in `extra_body`, which the SDK merges into the request JSON as it is
+    (0.45 ms per request in all; `python -m bench.request_build`, docs/performance.md). The SDK
+    still sends, retries and maps error answers.
+    """
+    body: dict[str, Any] = {"messages": list(messages)}
+    if tools:
+        body["tools"] = list(tools)
+    # `messages` is a required parameter: an empty list, replaced by the one in `extra_body`.
+    return {"messages": [], "extra_body": body}

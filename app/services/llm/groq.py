@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
 
 import groq
 import httpx
@@ -24,6 +23,7 @@ from app.services.llm.chat_wire import (
     error_details,
     stream_error_status,
     upstream_code,
+    wire_request,
 )
 from app.services.llm.failed_generation import recover_tool_calls
 from app.services.llm.sse import chat_events, sse_data
@@ -125,11 +125,17 @@ class GroqProvider:
         timeout_s: float,
         max_retries: int,
         max_completion_tokens: int,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         # `timeout.read` bounds the gap between two chunks: a stalled stream fails, not hangs.
         timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+        # `http_client`: a transport of one's own (the request-building bench); else the SDK's.
         self._client = groq.AsyncGroq(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=http_client,
         )
         self._model = model
         self._max_completion_tokens = max_completion_tokens
@@ -167,15 +173,13 @@ class GroqProvider:
     async def _stream_once(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition], model: str
     ) -> AsyncGenerator[LLMEvent, None]:
-        options: dict[str, Any] = {"tools": list(tools)} if tools else {}
         # The SDK sends, retries and maps error answers; the 200 body is read by our lean parser.
         # Leaving the block closes the HTTP response: Groq sees the disconnect and stops.
         async with self._client.chat.completions.with_streaming_response.create(
             model=model,
-            messages=cast(Any, list(messages)),
             max_completion_tokens=self._max_completion_tokens,
             stream=True,
-            **options,
+            **wire_request(messages, tools),
         ) as response:
             chunks = sse_data(response.iter_lines(), response.http_request)
             async for event in chat_events(chunks, model):

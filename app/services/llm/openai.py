@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import cast
 
 import openai
 from openai.types.chat import ChatCompletionChunk
@@ -29,6 +29,7 @@ from app.services.llm.chat_wire import (
     error_details,
     stream_error_status,
     upstream_code,
+    wire_request,
 )
 
 # Local servers (Ollama, llama.cpp, vLLM) ignore the key, but the SDK insists on one.
@@ -139,14 +140,12 @@ class OpenAIProvider:
     ) -> AsyncGenerator[LLMEvent, None]:
         chosen = model or self._model
         with _translated_errors():
-            options: dict[str, Any] = {"tools": list(tools)} if tools else {}
             upstream = await self._client.chat.completions.create(
                 model=chosen,
-                messages=cast(Any, list(messages)),
                 max_completion_tokens=self._max_completion_tokens,
                 stream=True,
                 stream_options={"include_usage": True},
-                **options,
+                **wire_request(messages, tools),
             )
             # Closing the SDK stream closes the HTTP response: the server stops generating.
             async with upstream:
