@@ -4,13 +4,14 @@ with the UI message stream over SSE; load, resume and stop a chat (docs/ai-sdk.m
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app.protocol import ErrorCode
 from app.routers.deps import OwnerDep, RuntimeDep, bearer_token
@@ -18,6 +19,7 @@ from app.services.ai_sdk import CHAT_ID_PATTERN, ChatRefused, ChatTurns, Turn
 from app.services.ai_sdk.requests import BadChatRequest, ChatBody, chat_request
 from app.services.runtime import Runtime
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/chat", tags=["ai-sdk"])
 
 # A comment line after this long without a chunk keeps proxies from closing a quiet stream.
@@ -50,7 +52,7 @@ _MEANING = {
     "answer that is not the last)",
     409: "an answer of this chat is running, or the chat is open on /ws",
     413: "the message is longer than MAX_MESSAGE_CHARS",
-    429: "a usage limit or the message rate limit",
+    429: "an owner's usage limit (tokens a day, live or new sessions), with resets_at",
     503: "the store or the auth server does not answer; retry",
 }
 
@@ -112,7 +114,7 @@ async def post_chat(
         return refusal_response(ChatRefused(ErrorCode.INVALID_REQUEST, str(e)))
     except ChatRefused as e:
         return refusal_response(e)
-    return UIMessageStreamResponse(turn)
+    return UIMessageStreamResponse(turn, send_timeout_s=runtime.settings.ws_send_timeout_s)
 
 
 @router.get("/{chat_id}/messages")
@@ -144,7 +146,7 @@ async def resume_stream(
         return refusal_response(e)
     if turn is None:
         return Response(status_code=204)
-    return UIMessageStreamResponse(turn)
+    return UIMessageStreamResponse(turn, send_timeout_s=runtime.settings.ws_send_timeout_s)
 
 
 @router.post("/{chat_id}/stop")
@@ -153,13 +155,20 @@ async def stop_chat(chat_id: ChatIdPath, runtime: RuntimeDep, owner: OwnerDep) -
     return {"stopped": await chat_turns(runtime).stop(chat_id, owner=owner)}
 
 
+class ReaderStalled(Exception):
+    """The client stopped reading: a write waited longer than `WS_SEND_TIMEOUT_S`."""
+
+
 class UIMessageStreamResponse(Response):
     """The turn's chunks as SSE, `data: [DONE]` last. The client's leaving is noticed at once
-    (not at the next write), so a resume right after a reload finds the answer joinable."""
+    (not at the next write), so a resume right after a reload finds the answer joinable; a
+    client that stops reading is dropped after `send_timeout_s` (the answer goes on, stored,
+    and the session is free for its next turn), as on the WebSocket."""
 
-    def __init__(self, turn: Turn) -> None:
+    def __init__(self, turn: Turn, *, send_timeout_s: float) -> None:
         super().__init__(status_code=200)
         self._turn = turn
+        self._send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streaming = asyncio.ensure_future(self._stream(send))
@@ -172,17 +181,28 @@ class UIMessageStreamResponse(Response):
             await asyncio.wait([streaming, leaving])
             self._turn.close()
         error = None if streaming.cancelled() else streaming.exception()
-        if error is not None and not isinstance(error, OSError):  # OSError: the client left
+        if isinstance(error, ReaderStalled):
+            log.warning("dropped an AI SDK reader that stopped reading")
+        elif error is not None and not isinstance(error, OSError):  # OSError: the client left
             raise error
 
     async def _stream(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+        start = {"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS}
+        await self._send(send, start)
         async for chunk in self._turn.chunks(idle_s=KEEP_ALIVE_S):
             data = (
                 b": keep-alive\n\n" if chunk is None else b"data: " + orjson.dumps(chunk) + b"\n\n"
             )
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            await self._send(send, {"type": "http.response.body", "body": data, "more_body": True})
+        done = {"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False}
+        await self._send(send, done)
+
+    async def _send(self, send: Send, message: Message) -> None:
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                await send(message)
+        except TimeoutError as e:
+            raise ReaderStalled from e
 
 
 async def _client_left(receive: Receive) -> None:

@@ -161,22 +161,28 @@ class Conversation(MessageIntake):
         else:
             assert_never(frame)
 
-    async def regenerate(self, response_id: str | None) -> tuple[ErrorCode, str] | None:
-        """Answer the last user message again, replacing the last answer (`response_id`, when
-        given, must name it). Returns why not; limits and store trouble go to the client as
-        `error` frames, as for a message. The replaced answer stays in the log."""
+    async def regenerate(
+        self, target: str | None, *, kept: str | None = None
+    ) -> tuple[ErrorCode, str] | None:
+        """Answer the last user message again, replacing the last answer. `target` (when
+        given) names that answer or the message it answered; `kept` (when given) is the
+        client's last message, which must be that message. Returns why not; limits and store
+        trouble go to the client as `error` frames, as for a message. The replaced answer
+        stays in the log."""
         if self.responding or self._storing is not None:
             return ErrorCode.RESPONSE_IN_PROGRESS, "wait for the current response or cancel it"
         last = self._events[-1] if self._events else None
         if not isinstance(last, AssistantMessageEvent):
             return ErrorCode.INVALID_EVENT, "there is no answer to regenerate"
-        if response_id is not None and response_id != last.response_id:
+        question = next(e for e in reversed(self._events) if isinstance(e, UserMessageEvent))
+        if target not in (None, last.response_id, question.id) or kept not in (None, question.id):
             return ErrorCode.INVALID_EVENT, "only the last answer can be regenerated"
         if await self._admit() is not None:
             self._start_response(supersedes=last.response_id)
         return None
 
-    def _start_response(self, *, supersedes: str | None = None) -> None:
+    def _start_response(self, *, supersedes: str | None = None, cancelled: bool = False) -> None:
+        """Start answering; `cancelled`: a stop came first, so it ends at once, cancelled."""
         deps = self._deps
         runner = ResponseRunner(
             self,
@@ -198,6 +204,8 @@ class Conversation(MessageIntake):
             owner=self.session_record.owner,
             supersedes=supersedes,
         )
+        if cancelled:
+            runner.cancel()
         self._tasks.runner = runner
         self._tasks.feed = deps.live.start(
             self.session_id, runner.response_id, cancel=self.cancel_response
@@ -230,8 +238,12 @@ class Conversation(MessageIntake):
             await self._sink.close(code, reason)
 
     def cancel_response(self) -> None:
+        """Cancel the running response; a message still being stored gets its response
+        started cancelled (a stop pressed before the answer began)."""
         if self.responding and self._tasks.runner is not None:
             self._tasks.runner.cancel()
+        elif self._storing is not None:
+            self._storing.cancel_at_start = True
 
     def end(self, ending: Ending) -> None:
         """The server ends the conversation (its lease is lost, the session deleted): cancel

@@ -95,6 +95,8 @@ class Storing:
     message: UserMessageEvent
     # Set once the client has its answer: the acknowledgement, or a retryable refusal.
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+    # A stop came while it was being stored: its response starts cancelled.
+    cancel_at_start: bool = False
 
 
 def new_id(prefix: str) -> str:

@@ -216,10 +216,15 @@ class SessionHub:
         conversation = self._live.get(session_id)
         return None if conversation is None else list(conversation.events)
 
+    def live_record(self, session_id: str) -> SessionRecord | None:
+        """The record of a session live here (stored or not yet: before its first message)."""
+        conversation = self._live.get(session_id)
+        return None if conversation is None else conversation.session_record
+
     async def cancel_running(self, session_id: str) -> bool:
         """Cancel the session's running response, here or on the instance that runs it."""
         conversation = self._live.get(session_id)
-        if conversation is not None and conversation.responding:
+        if conversation is not None and (conversation.responding or conversation.storing):
             conversation.cancel_response()
             return True
         if self._remote is None:

@@ -52,13 +52,25 @@ class MessageIntake:
     def responding(self) -> bool:
         return self._tasks.response is not None and not self._tasks.response.done()
 
+    @property
+    def storing(self) -> bool:
+        """A user message is on its way to the store (its response has not started)."""
+        return self._storing is not None
+
+    def stored_message(self, message_id: str) -> UserMessageEvent | None:
+        return self._message_ids.get(message_id)
+
+    def unanswered(self, message: UserMessageEvent) -> bool:
+        """The stored message is the last one and no response to it ran or runs."""
+        return self._unanswered(message)
+
     async def send(self, frame: ServerFrame) -> None:
         raise NotImplementedError  # the conversation's
 
     async def send_error(self, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
         await self.send(ErrorFrame(code=code, message=message, retryable=retryable))
 
-    def _start_response(self, *, supersedes: str | None = None) -> None:
+    def _start_response(self, *, supersedes: str | None = None, cancelled: bool = False) -> None:
         raise NotImplementedError  # the conversation's
 
     async def _on_user_message(self, frame: UserMessageIn) -> None:
@@ -184,7 +196,7 @@ class MessageIntake:
         self._adopt(storing.message)
         self._storing = None
         await self.send(storing.message)
-        self._start_response()
+        self._start_response(cancelled=storing.cancel_at_start)
 
     async def _commit_timed_out(self, storing: Storing, committed: asyncio.Future[None]) -> None:
         """Not acknowledged in time: the client hears so at once; the write stays queued, and

@@ -45,24 +45,54 @@ class _UserMessage(BaseModel):
 
 def chat_request(body: ChatBody) -> ChatRequest:
     """The turn the body asks for: the last message (a user message with text), or a
-    regenerate of the answer `messageId` names."""
+    regenerate (of the answer `messageId` names, or of the last one)."""
     if body.trigger == "regenerate-message":
-        return ChatRequest(chat_id=body.id, regenerate=True, replaces=body.messageId)
+        return _regenerate(body)
     if not body.messages:
         raise BadChatRequest("messages must hold the new user message")
+    message = _user_message(body.messages[-1])
+    return ChatRequest(
+        chat_id=body.id, regenerate=False, text=_text_of(message), message_id=message.id
+    )
+
+
+def _regenerate(body: ChatBody) -> ChatRequest:
+    """useChat's regenerate sends the messages up to the user message it answers again: that
+    message rides along, so that a retry of a message that was never stored sends it."""
+    last = body.messages[-1] if body.messages else None
+    if last is None or last.get("role") != "user":
+        return ChatRequest(chat_id=body.id, regenerate=True, replaces=body.messageId)
+    message = _user_message(last)
+    return ChatRequest(
+        chat_id=body.id,
+        regenerate=True,
+        replaces=body.messageId,
+        text=_text_of(message),
+        message_id=message.id,
+    )
+
+
+def _user_message(raw: dict[str, Any]) -> _UserMessage:
     try:
-        message = _UserMessage.model_validate(body.messages[-1])
+        return _UserMessage.model_validate(raw)
     except ValidationError as e:
         raise BadChatRequest(
             "the last message must be a user message with an id of 1 to "
             f"{MAX_CLIENT_ID_CHARS} characters and text parts: {_first_error(e)}"
         ) from e
-    texts = [part.text for part in message.parts if part.type == "text" and part.text]
+
+
+def _text_of(message: _UserMessage) -> str:
+    """Its text parts, joined; any other part (a file) is refused: the model reads text."""
+    others = sorted({part.type for part in message.parts if part.type != "text"})
+    if others:
+        raise BadChatRequest(
+            f"only text parts are supported; this message has: {', '.join(others)}"
+        )
+    texts = [part.text for part in message.parts if part.text]
     if not texts:
         raise BadChatRequest("the last message has no text part (only text is supported)")
-    return ChatRequest(
-        chat_id=body.id, regenerate=False, text="\n".join(texts), message_id=message.id
-    )
+    return "\n".join(texts)
 
 
 def _first_error(error: ValidationError) -> str:

@@ -16,11 +16,14 @@ from typing import Protocol
 
 from app.database.base import Store
 from app.protocol import (
-    MAX_SEQ,
     ErrorCode,
     ErrorFrame,
     ResponseCancelIn,
+    ResponseFrame,
     ServerFrame,
+    SessionReady,
+    ToolCallEvent,
+    ToolResultEvent,
     UserMessageEvent,
     UserMessageIn,
 )
@@ -263,8 +266,16 @@ class ChatTurns:
         self, conversation: Conversation, sink: QueueSink, request: ChatRequest
     ) -> list[ServerFrame]:
         """Hand the request to the conversation; the frames it answered with so far."""
-        if request.regenerate:
-            refusal = await conversation.regenerate(request.replaces)
+        stored = (
+            None if request.message_id is None else conversation.stored_message(request.message_id)
+        )
+        if stored is not None and stored.text != request.text:
+            raise ChatRefused(
+                ErrorCode.INVALID_EVENT,
+                "this message id is stored with other text: sent messages cannot be edited",
+            )
+        if request.regenerate and not _sends_again(conversation, request, stored):
+            refusal = await conversation.regenerate(request.replaces, kept=request.message_id)
             if refusal is not None:
                 raise ChatRefused(*refusal)
         else:
@@ -294,7 +305,7 @@ class ChatTurns:
         sink = QueueSink()
         try:
             connection, ready = await self._hub.connect(
-                session_id, after_seq=MAX_SEQ, owner=owner, sink=sink, credentials=credentials
+                session_id, after_seq=0, owner=owner, sink=sink, credentials=credentials
             )
         except ConnectRefused as e:
             if e.code is ErrorCode.SESSION_NOT_FOUND:
@@ -307,6 +318,7 @@ class ChatTurns:
         if ready.live_response is None:
             self._hub.disconnect(connection)
             return None
+        first += _stored_steps_missing(first, ready)
         self._hub.opened(connection)  # a join of another instance's answer starts relaying
         return Turn.of_connection(
             self._hub, connection, sink, session_id=session_id, model=self._model, first=first
@@ -335,7 +347,8 @@ class ChatTurns:
     async def stop(self, chat_id: str, *, owner: str | None) -> bool:
         """Cancel the chat's running answer; False when none runs."""
         session_id = await self.session_of(chat_id, owner)
-        record = await self._store.sessions.get(session_id)
+        # A chat whose first message is still being stored has no stored record yet.
+        record = self._hub.live_record(session_id) or await self._store.sessions.get(session_id)
         if record is None or not visible_to(record, owner):
             return False
         return await self._hub.cancel_running(session_id)
@@ -357,3 +370,32 @@ def _async(call: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         call()
 
     return run
+
+
+def _sends_again(
+    conversation: Conversation, request: ChatRequest, stored: UserMessageEvent | None
+) -> bool:
+    """A regenerate whose user message was never stored (its turn was refused) or never
+    answered: useChat's "retry" of that message, which is sent, not a new answer to the one
+    before it."""
+    if request.message_id is None:
+        return False
+    return stored is None or conversation.unanswered(stored)
+
+
+def _stored_steps_missing(
+    first: Sequence[ResponseFrame], ready: SessionReady
+) -> list[ToolCallEvent | ToolResultEvent]:
+    """Tool calls and results of the joined answer that are stored but not among its frames so
+    far: the message bus of another instance may lag behind the store (a join sends them in
+    `session.ready`; the rest of the join then skips them). Here they are always none."""
+    live = ready.live_response
+    assert live is not None
+    have = {f.seq for f in first if isinstance(f, ToolCallEvent | ToolResultEvent)}
+    return [
+        event
+        for event in ready.events
+        if isinstance(event, ToolCallEvent | ToolResultEvent)
+        and event.response_id == live.response_id
+        and event.seq not in have
+    ]
