@@ -39,12 +39,19 @@ class ServerProbe:
         self._process = psutil.Process(pid)
         self._lag_url = lag_url
 
+    def _processes(self) -> list[psutil.Process]:
+        """The server and its workers (`--workers N`: the parent only supervises them)."""
+        return [self._process, *self._process.children(recursive=True)]
+
     def cpu_s(self) -> float:
-        times = self._process.cpu_times()
-        return float(times.user + times.system)
+        total = 0.0
+        for process in self._processes():
+            times = process.cpu_times()
+            total += times.user + times.system
+        return total
 
     def rss(self) -> int:
-        return int(self._process.memory_info().rss)
+        return sum(int(process.memory_info().rss) for process in self._processes())
 
     async def lag(self) -> dict[str, Any]:
         """Loop-lag stats since the last call (the first call only resets them)."""

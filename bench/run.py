@@ -110,8 +110,30 @@ def run_target(
         server.stop()
 
 
-def postgres_target() -> Target | None:
-    """Our server on a throwaway PostgreSQL database, when one is reachable (else None)."""
+def postgres_targets(sessions: int) -> list[Target]:
+    """Our server on a throwaway PostgreSQL database, when one is reachable (else none); and,
+    at twice the sessions, on one worker and on two (`WORKERS=2`, both cores)."""
+    url = postgres_url()
+    if url is None:
+        return []
+    env = {"DATABASE_URL": url}
+    double = ("--sessions", str(2 * sessions))
+    return [
+        Target("app+postgres", "app", NO_DEFLATE, env, "streaming,idle"),
+        Target(f"app+postgres x{2 * sessions}", "app", NO_DEFLATE, env, "streaming", double),
+        Target(
+            f"app+postgres x{2 * sessions} 2 workers",
+            "app",
+            [*NO_DEFLATE, "--workers", "2"],
+            env,
+            "streaming",
+            double,
+        ),
+    ]
+
+
+def postgres_url() -> str | None:
+    """A fresh throwaway PostgreSQL database's URL, when one is reachable (else None)."""
     try:
         import asyncpg
     except ImportError:
@@ -130,8 +152,7 @@ def postgres_target() -> Target | None:
     except (OSError, asyncpg.PostgresError) as e:
         print(f"bench: no PostgreSQL target ({e})", flush=True)
         return None
-    url = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + PG_BENCH_DB
-    return Target("app+postgres", "app", NO_DEFLATE, {"DATABASE_URL": url}, "streaming,idle")
+    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + PG_BENCH_DB
 
 
 def headline(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -172,9 +193,11 @@ def write_results(result: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 def benchmark(args: argparse.Namespace) -> None:
     """The full run (see the module docstring)."""
     began, load_before = time.monotonic(), os.getloadavg()
-    targets = [t for t in TARGETS if not args.targets or t.name in args.targets.split(",")]
-    if not args.targets and (pg := postgres_target()) is not None:
-        targets.append(pg)
+    chosen = args.targets.split(",") if args.targets else None
+    targets = [t for t in TARGETS if chosen is None or t.name in chosen]
+    if chosen is None or any(name.startswith("app+postgres") for name in chosen):
+        pg = postgres_targets(args.sessions)
+        targets += [t for t in pg if chosen is None or t.name in chosen]
     upstream, upstream_url = processes.start_upstream()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
