@@ -163,6 +163,30 @@ async def stalled_phase(args: argparse.Namespace, probe: ServerProbe) -> dict[st
     }
 
 
+async def background_phase(args: argparse.Namespace, probe: ServerProbe) -> dict[str, Any]:
+    """A streaming phase while as many other sessions end at once, halfway through its ramp:
+    each of them had one short exchange (its title was made then), so each ending asks for its
+    summary (a background model call and store writes) while the live streams run."""
+    ending, failed = await open_many(args.ws_url, args.sessions)
+    short = Schedule(tokens=3, rate=1000.0, ttft_ms=0.0)
+    exchanges = await asyncio.gather(*(run_session(c, short, now_us()) for c in ending))
+
+    async def end_them_midway() -> None:
+        await asyncio.sleep(_LEAD_US / 1e6 + args.ramp / 2)
+        await close_all(ending)  # all at once: as many summaries become due
+
+    closer = asyncio.create_task(end_them_midway(), name="end-sessions")
+    try:
+        streaming = await ws_streaming(args, probe)
+    finally:
+        await closer
+    return {
+        "ending_sessions": len(ending),
+        "ending_errors": failed + sum(1 for e in exchanges if e.error is not None),
+        "streaming": streaming,
+    }
+
+
 async def warm_up(args: argparse.Namespace, probe: ServerProbe) -> None:
     """A few short streams first: imports, connection pools and caches are not what we measure."""
     short = argparse.Namespace(**{**vars(args), "sessions": _WARM_UP_SESSIONS, "tokens": 5})
@@ -184,7 +208,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return {"streaming": await streaming_phase(direct, args, None)}
     probe = ServerProbe(args.server_pid, args.lag_url)
     await warm_up(args, probe)
-    phases = {"streaming": ws_streaming, "idle": idle_phase, "stalled": stalled_phase}
+    phases = {
+        "streaming": ws_streaming,
+        "idle": idle_phase,
+        "stalled": stalled_phase,
+        "background": background_phase,
+    }
     results: dict[str, Any] = {"phase_s": {}}
     for name in args.phases.split(","):
         began = time.monotonic()

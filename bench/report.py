@@ -42,6 +42,16 @@ def target_row(name: str, phases: dict[str, Any], direct: dict[str, Any]) -> dic
         others = stalled["streaming"]["token_delay_ms"]["p99"]
         row["stall_added_p99_ms"] = round(others - streaming["token_delay_ms"]["p99"], 3)
         row["stall_rss_growth_kib"] = stalled["server_rss_growth_kib"]
+    if "background" in phases:
+        background = phases["background"]
+        runs.append(background["streaming"])
+        row["background_itl_added_ms_p99"] = _added(
+            background["streaming"], direct, "token_delay_ms", "p99"
+        )
+        row["background_ttft_added_ms_p99"] = _added(
+            background["streaming"], direct, "ttft_ms", "p99"
+        )
+        row["errors_background_sessions"] = background["ending_errors"]
     row["tokens_lost"] = sum(run["tokens_lost"] for run in runs)
     row["tokens_reordered"] = sum(run["tokens_reordered"] for run in runs)
     row["errors"] = sum(_errors(run) for run in runs)
@@ -67,6 +77,8 @@ _COLUMNS = (
     ("idle_plus_streaming_itl_added_ms_p99", "token+ p99 (1000 idle)"),
     ("stall_added_p99_ms", "stall: others' p99 +"),
     ("stall_rss_growth_kib", "stall: RSS + KiB"),
+    ("background_ttft_added_ms_p99", "TTFT+ p99 (100 ending)"),
+    ("background_itl_added_ms_p99", "token+ p99 (100 ending)"),
     ("tokens_lost", "lost"),
     ("tokens_reordered", "reordered"),
     ("errors", "errors"),

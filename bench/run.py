@@ -48,7 +48,8 @@ class Target:
 
 TARGETS = (
     Target("raw", "relay", NO_DEFLATE),
-    Target("app", "app", NO_DEFLATE),
+    # `background`: the streams run while as many other sessions end (summaries, titles).
+    Target("app", "app", NO_DEFLATE, phases="streaming,idle,stalled,background"),
     Target("raw+deflate", "relay", phases="streaming,idle"),
     Target("app+deflate", "app", phases="streaming,idle"),
     Target("app+asyncio", "app", [*NO_DEFLATE, "--loop", "asyncio"], phases="streaming"),
