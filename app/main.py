@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -63,6 +64,11 @@ def create_app(
         # The OpenAPI schema (cached by FastAPI) takes ~100 ms of CPU to build: built here in a
         # thread, so the first request for /openapi.json never holds up the event loop.
         await asyncio.to_thread(app.openapi)
+        if settings.gc_freeze:
+            # Everything made so far (modules, schemas, the runtime) lives as long as the
+            # process: out of the collector's sight, a full collection no longer walks it, which
+            # took 50-170 ms of the event loop under load (docs/performance.md, "GC pauses").
+            gc.freeze()
         drain_on_signals(runtime)
         try:
             yield

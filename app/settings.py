@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     # Prompt, answer, tool arguments and results on spans: off, they may hold personal data.
     otel_capture_content: bool = False
 
+    # Freeze the objects made at start out of the garbage collector's full collections (one
+    # server a process; tests that start many servers in one process turn it off).
+    gc_freeze: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # `json`: one JSON object a line with session_id and response_id; `text`: for humans.
     log_format: Literal["json", "text"] = "json"

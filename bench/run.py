@@ -53,6 +53,8 @@ TARGETS = (
     Target("raw+deflate", "relay", phases="streaming,idle"),
     Target("app+deflate", "app", phases="streaming,idle"),
     Target("app+asyncio", "app", [*NO_DEFLATE, "--loop", "asyncio"], phases="streaming"),
+    # What GC_FREEZE saves: full collections walking everything made at start.
+    Target("app gc-unfrozen", "app", NO_DEFLATE, {"GC_FREEZE": "false"}, "streaming"),
     # Groq-speed streams (2 ms per token): what one frame per token costs, and what 20 ms
     # coalescing saves, on the raw relay; our server at the same load.
     Target("raw fast", "relay", NO_DEFLATE, phases="streaming", load=FAST),

@@ -66,6 +66,8 @@ def make_settings(tmp_path: Path, fake_groq: FakeGroq) -> Callable[..., Settings
             # collector named in the environment.
             "otel_exporter_otlp_endpoint": None,
             "otel_exporter_otlp_traces_endpoint": None,
+            # This process starts hundreds of servers: frozen objects would never be freed.
+            "gc_freeze": False,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)
