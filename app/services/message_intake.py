@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 
 from app.database.base import EventRow, Lease, SessionRecord, StoreError, WriteRefused
@@ -30,7 +31,7 @@ from app.services.usage import LimitExceeded
 log = logging.getLogger(__name__)
 
 
-class MessageIntake:
+class MessageIntake(ABC):
     """Takes the client's user messages for a `Conversation` (which keeps the state below)."""
 
     session_record: SessionRecord
@@ -64,14 +65,16 @@ class MessageIntake:
         """The stored message is the last one and no response to it ran or runs."""
         return self._unanswered(message)
 
+    @abstractmethod
     async def send(self, frame: ServerFrame) -> None:
-        raise NotImplementedError  # the conversation's
+        """To the client (the conversation's)."""
 
     async def send_error(self, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
         await self.send(ErrorFrame(code=code, message=message, retryable=retryable))
 
+    @abstractmethod
     def _start_response(self, *, supersedes: str | None = None, cancelled: bool = False) -> None:
-        raise NotImplementedError  # the conversation's
+        """Start answering the last message (the conversation's)."""
 
     async def _on_user_message(self, frame: UserMessageIn) -> None:
         # Idempotency first: a resent stored id is acknowledged again, even mid-response.

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
-from typing import Protocol, assert_never
+from typing import assert_never
 
 import orjson
 from pydantic import JsonValue
@@ -24,7 +23,6 @@ from app.protocol import (
     ResponseStarted,
     ResponseStatus,
     ResponseWaiting,
-    ServerFrame,
     StoredEvent,
     ToolCallEvent,
     ToolResultEvent,
@@ -43,6 +41,13 @@ from app.services.llm.base import (
 )
 from app.services.mcp.source import mcp_origin
 from app.services.metrics import Metrics
+from app.services.response_parts import (
+    RESPONSE_TRANSITIONS,
+    PromptSource,
+    ResponseConfig,
+    ResponseOutput,
+    ResponseState,
+)
 from app.services.states import check_transition
 from app.services.storable import storable_json, storable_text
 from app.services.tools import ToolContext, ToolError, ToolRegistry
@@ -50,63 +55,15 @@ from app.services.tracing import ResponseSpan, Tracing
 
 log = logging.getLogger(__name__)
 
-
-class ResponseOutput(Protocol):
-    """Where a response's events go: the one thing it needs of its conversation."""
-
-    def next_seq(self) -> int:
-        """The session's next seq (events are numbered in the order they happen)."""
-        ...
-
-    def record(self, event: StoredEvent) -> None:
-        """Append to the history and queue the write (off the streaming path)."""
-        ...
-
-    async def send(self, frame: ServerFrame) -> None:
-        """To the client, if one is attached (and to anyone joined to the response)."""
-        ...
-
-
-class PromptSource(Protocol):
-    async def __call__(self, tools: Sequence[ToolDefinition], *, hard: bool) -> list[ChatMessage]:
-        """The messages of the next model request, within the context budget."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseConfig:
-    """Settings a response runs with."""
-
-    max_tool_rounds: int
-    tool_timeout_s: float
-
-
-class ResponseState(Enum):
-    """Where a response is. Every change goes through `ResponseRunner._move`, which refuses one
-    the table below does not allow (a bug, not a client's doing)."""
-
-    STARTING = "starting"  # created; `response.started` not sent yet
-    STREAMING = "streaming"  # a model round streams
-    RUNNING_TOOLS = "running_tools"  # the round's tool calls run
-    CANCELLING = "cancelling"  # cancel asked: no tool starts, the work is being stopped
-    FINISHING = "finishing"  # open calls closed, the assistant message recorded, done sent
-    DONE = "done"  # its one `response.done` is sent
-
-
-_RESPONSE_TRANSITIONS: dict[ResponseState, frozenset[ResponseState]] = {
-    ResponseState.STARTING: frozenset(
-        {ResponseState.STREAMING, ResponseState.CANCELLING, ResponseState.FINISHING}
-    ),
-    ResponseState.STREAMING: frozenset(
-        {ResponseState.RUNNING_TOOLS, ResponseState.CANCELLING, ResponseState.FINISHING}
-    ),
-    ResponseState.RUNNING_TOOLS: frozenset(
-        {ResponseState.STREAMING, ResponseState.CANCELLING, ResponseState.FINISHING}
-    ),
-    ResponseState.CANCELLING: frozenset({ResponseState.FINISHING}),
-    ResponseState.FINISHING: frozenset({ResponseState.DONE}),
-    ResponseState.DONE: frozenset(),
-}
+# What the conversation and the runtime use with a runner (defined in response_parts.py).
+__all__ = [
+    "PromptSource",
+    "ResponseConfig",
+    "ResponseOutput",
+    "ResponseRunner",
+    "ResponseState",
+    "done_frame",
+]
 
 
 class ToolRoundsExceeded(Exception):
@@ -215,7 +172,7 @@ class ResponseRunner:
         return self.status is ResponseStatus.COMPLETED
 
     def _move(self, new: ResponseState) -> None:
-        self.state = check_transition(_RESPONSE_TRANSITIONS, self.state, new)
+        self.state = check_transition(RESPONSE_TRANSITIONS, self.state, new)
 
     def cancel(self) -> None:
         """Stop the response: no tool starts after this, running ones are cancelled. Once it

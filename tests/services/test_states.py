@@ -11,7 +11,7 @@ import pytest
 
 from app.services.conversation_parts import CONVERSATION_TRANSITIONS, ConversationState
 from app.services.joining import _JOIN_TRANSITIONS, JoinState
-from app.services.runner import _RESPONSE_TRANSITIONS, ResponseState
+from app.services.response_parts import RESPONSE_TRANSITIONS, ResponseState
 from app.services.states import InvalidTransition, check_transition
 
 Table = Mapping[Any, frozenset[Any]]
@@ -19,7 +19,7 @@ Table = Mapping[Any, frozenset[Any]]
 
 def test_a_change_the_table_allows_is_taken() -> None:
     new = check_transition(
-        _RESPONSE_TRANSITIONS, ResponseState.STREAMING, ResponseState.RUNNING_TOOLS
+        RESPONSE_TRANSITIONS, ResponseState.STREAMING, ResponseState.RUNNING_TOOLS
     )
     assert new is ResponseState.RUNNING_TOOLS
 
@@ -27,9 +27,9 @@ def test_a_change_the_table_allows_is_taken() -> None:
 @pytest.mark.parametrize(
     ("table", "current", "new"),
     [
-        (_RESPONSE_TRANSITIONS, ResponseState.DONE, ResponseState.STREAMING),
-        (_RESPONSE_TRANSITIONS, ResponseState.CANCELLING, ResponseState.RUNNING_TOOLS),
-        (_RESPONSE_TRANSITIONS, ResponseState.STARTING, ResponseState.DONE),
+        (RESPONSE_TRANSITIONS, ResponseState.DONE, ResponseState.STREAMING),
+        (RESPONSE_TRANSITIONS, ResponseState.CANCELLING, ResponseState.RUNNING_TOOLS),
+        (RESPONSE_TRANSITIONS, ResponseState.STARTING, ResponseState.DONE),
         (CONVERSATION_TRANSITIONS, ConversationState.CLOSED, ConversationState.OPEN),
         (_JOIN_TRANSITIONS, JoinState.CONVERSATION, JoinState.FOLLOWING),
     ],
@@ -44,7 +44,7 @@ def test_a_change_the_table_does_not_allow_is_refused(
 @pytest.mark.parametrize(
     ("table", "start", "ends"),
     [
-        (_RESPONSE_TRANSITIONS, ResponseState.STARTING, {ResponseState.DONE}),
+        (RESPONSE_TRANSITIONS, ResponseState.STARTING, {ResponseState.DONE}),
         (CONVERSATION_TRANSITIONS, ConversationState.OPEN, {ConversationState.CLOSED}),
         (_JOIN_TRANSITIONS, JoinState.FOLLOWING, {JoinState.CONVERSATION, JoinState.ENDED}),
     ],
