@@ -1,4 +1,4 @@
--- PostgreSQL / Supabase schema, version 5. GENERATED from app/database/migrations/postgres/
+-- PostgreSQL / Supabase schema, version 6. GENERATED from app/database/migrations/postgres/
 -- by `python -m app.database.migrations > schema.sql`; edit the migrations, not this file.
 --
 -- Applies cleanly to an empty plain PostgreSQL (13+), and upgrades an older one in place: every
@@ -391,3 +391,16 @@ $$;
 
 insert into schema_version (version)
 select 5 where not exists (select 1 from schema_version where version = 5);
+
+-- ---------------------------------------------------- 0006_tool_approval_events
+-- Version 6: the event types of protocol 1.1's tool approval.
+--
+-- `tool.approval_requested` (a call waits for the person's answer) and `tool.approval` (the
+-- answer) are stored like every other event, so the type check lists them.
+alter table session_events drop constraint if exists session_events_type_check;
+alter table session_events add constraint session_events_type_check
+    check (type in ('user.message', 'tool.call', 'tool.result', 'assistant.message',
+                    'tool.approval_requested', 'tool.approval'));
+
+insert into schema_version (version)
+select 6 where not exists (select 1 from schema_version where version = 6);

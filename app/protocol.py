@@ -53,6 +53,11 @@ class ErrorCode(StrEnum):
     # An addition to version 1: the owner's usage limit is reached (retryable once it resets;
     # the `error` frame says when, and carries `resets_at` when it resets by time).
     USAGE_LIMIT_EXCEEDED = "usage_limit_exceeded"
+    # Version 1.1: a `tool.approval` for a call that is not waiting for one (unknown, answered
+    # otherwise, expired); nothing is stored.
+    APPROVAL_NOT_PENDING = "approval_not_pending"
+    # Version 1.1: `MAX_QUEUED_MESSAGES` already wait (retryable; nothing is stored).
+    QUEUE_FULL = "queue_full"
 
 
 class CloseCode:
@@ -96,11 +101,32 @@ class _ClientFrame(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class WhileBusy(StrEnum):
+    """Version 1.1: what a `user.message` sent while a response runs does."""
+
+    REJECT = "reject"  # v1: `response_in_progress`, nothing stored
+    ENQUEUE = "enqueue"  # stored and acknowledged now, answered when its turn comes
+    INTERRUPT = "interrupt"  # the running response is cancelled, then this one is answered
+
+
 class UserMessageIn(_ClientFrame):
     type: Literal["user.message"]
     # Length limits are settings, so they are checked by the conversation, not here.
     text: StrictStr
     id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLIENT_ID_CHARS)] | None = None
+    while_busy: WhileBusy = WhileBusy.REJECT
+
+
+MAX_APPROVAL_REASON_CHARS = 500
+
+
+class ToolApprovalIn(_ClientFrame):
+    """Version 1.1: the person's answer to a `tool.approval_requested`."""
+
+    type: Literal["tool.approval"]
+    call_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLIENT_ID_CHARS * 4)]
+    approved: bool
+    reason: Annotated[StrictStr, Field(max_length=MAX_APPROVAL_REASON_CHARS)] | None = None
 
 
 class ResponseCancelIn(_ClientFrame):
@@ -111,7 +137,9 @@ class PingIn(_ClientFrame):
     type: Literal["ping"]
 
 
-ClientFrame = Annotated[UserMessageIn | ResponseCancelIn | PingIn, Field(discriminator="type")]
+ClientFrame = Annotated[
+    UserMessageIn | ResponseCancelIn | PingIn | ToolApprovalIn, Field(discriminator="type")
+]
 client_frame_adapter: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 
 
@@ -129,6 +157,9 @@ class UserMessageEvent(_StoredEvent):
     type: Literal["user.message"] = "user.message"
     id: str
     text: str
+    # Version 1.1: sent with `while_busy: enqueue` while a response ran; answered in its turn
+    # (the model sees it after the answer it waited for). Absent when false.
+    queued: bool = Field(default=False, exclude_if=lambda value: not value)
 
 
 class ToolCallEvent(_StoredEvent):
@@ -160,6 +191,11 @@ class ToolResultEvent(_StoredEvent):
         return data
 
 
+# Version 1.1: the `finish_reason` of a response that stopped at a server shutdown while calls
+# waited for approval; the calls stay pending, and their answer starts a new response.
+FINISH_AWAITING_APPROVAL = "awaiting_approval"
+
+
 class ErrorInfo(_Frame):
     code: ErrorCode
     message: str
@@ -179,8 +215,34 @@ class AssistantMessageEvent(_StoredEvent):
     supersedes: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
+class ToolApprovalRequestedEvent(_StoredEvent):
+    """Version 1.1: a tool call waits for the person's approval (sent after its `tool.call`)."""
+
+    type: Literal["tool.approval_requested"] = "tool.approval_requested"
+    response_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, JsonValue]
+    expires_at: datetime
+
+
+class ToolApprovalEvent(_StoredEvent):
+    """Version 1.1: the person's answer, stored; as a frame, its acknowledgement."""
+
+    type: Literal["tool.approval"] = "tool.approval"
+    response_id: str
+    call_id: str
+    approved: bool
+    reason: str | None = None
+
+
 StoredEvent = Annotated[
-    UserMessageEvent | ToolCallEvent | ToolResultEvent | AssistantMessageEvent,
+    UserMessageEvent
+    | ToolCallEvent
+    | ToolResultEvent
+    | AssistantMessageEvent
+    | ToolApprovalRequestedEvent
+    | ToolApprovalEvent,
     Field(discriminator="type"),
 ]
 stored_event_adapter: TypeAdapter[StoredEvent] = TypeAdapter(StoredEvent)
@@ -205,6 +267,8 @@ class SessionReady(_Frame):
     model: str
     # Version 1.1: the running response a resume joins, or null when none runs.
     live_response: LiveResponse | None = None
+    # Version 1.1: the `call_id`s whose approval is still awaited (oldest first).
+    pending_approvals: list[str] = Field(default_factory=list)
 
 
 class ResponseStarted(_Frame):
@@ -267,6 +331,8 @@ ServerFrame = (
     | ResponseWaiting
     | ToolCallEvent
     | ToolResultEvent
+    | ToolApprovalRequestedEvent
+    | ToolApprovalEvent
     | ResponseDone
     | ErrorFrame
     | Pong
@@ -281,6 +347,8 @@ ResponseFrame = Annotated[
     | ResponseWaiting
     | ToolCallEvent
     | ToolResultEvent
+    | ToolApprovalRequestedEvent
+    | ToolApprovalEvent
     | ResponseDone,
     Field(discriminator="type"),
 ]
@@ -291,6 +359,8 @@ RESPONSE_FRAME_TYPES = (
     ResponseWaiting,
     ToolCallEvent,
     ToolResultEvent,
+    ToolApprovalRequestedEvent,
+    ToolApprovalEvent,
     ResponseDone,
 )
 
@@ -310,6 +380,10 @@ class SessionView(_Frame):
     summary_status: SummaryStatus
     event_count: int
     model: str
+    # Version 1.1 additions: the calls waiting for the person's approval, and how many
+    # `enqueue`d messages wait for their answer.
+    pending_approvals: list[str] = Field(default_factory=list)
+    queue_length: int = 0
 
 
 class SessionPage(_Frame):

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     tool_timeout_s: float = Field(default=10.0, gt=0)
     # A JSON file of MCP servers whose tools the model may call (docs/tools.md); read at boot.
     mcp_config: Annotated[McpConfig | None, NoDecode] = None
+    # Tools whose calls wait for the person's approval, as glob patterns (`update_*`), besides
+    # those that declare it (docs/tools.md); MCP tools by their `<server>__<tool>` name.
+    tools_require_approval: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How long a call waits for its approval, connected or not, before it is denied.
+    tool_approval_timeout_s: float = Field(default=600.0, gt=0)
+    # `enqueue`d messages that may wait per session; one more gets `queue_full`.
+    max_queued_messages: int = Field(default=3, ge=1, le=100)
     max_message_chars: int = Field(default=32_000, ge=1)
     ws_max_bytes: int = Field(default=1_048_576, ge=1024)
     # Seconds a send may wait for a client that stopped reading before it is dropped.
@@ -195,6 +202,7 @@ class Settings(BaseSettings):
         "api_keys",
         "groq_fallback_models",
         "trusted_proxies",
+        "tools_require_approval",
         mode="before",
     )(_split_list)
 

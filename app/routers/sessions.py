@@ -33,7 +33,7 @@ async def list_sessions(
 @router.get("/{session_id}", responses=_NOT_FOUND)
 async def get_session(session_id: str, runtime: RuntimeDep, owner: OwnerDep) -> SessionView:
     try:
-        return runtime.sessions.view(await runtime.sessions.get(session_id, owner=owner))
+        return await runtime.sessions.detail(await runtime.sessions.get(session_id, owner=owner))
     except SessionNotFound as e:
         raise HTTPException(status_code=404, detail="session not found") from e
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import assert_never
 
-from app.database.base import EventRow, Lease, SessionRecord, StoreError
+from app.database.base import EventRow, Lease, SessionRecord, StoreError, WriteRefused
 from app.protocol import (
     RESPONSE_FRAME_TYPES,
     AssistantMessageEvent,
@@ -26,8 +28,18 @@ from app.protocol import (
     ServerFrame,
     SessionReady,
     StoredEvent,
+    ToolApprovalEvent,
+    ToolApprovalIn,
     UserMessageEvent,
     UserMessageIn,
+)
+from app.services.approvals import (
+    ApprovalDesk,
+    Decision,
+    PausedRound,
+    ResumedRound,
+    paused_round,
+    stored_answer,
 )
 from app.services.context import ContextTooSmall, RollingSummary
 from app.services.conversation_parts import (
@@ -41,7 +53,7 @@ from app.services.conversation_parts import (
     Storing,
     new_id,
 )
-from app.services.history import current_events
+from app.services.history import current_events, queued_backlog
 from app.services.llm.base import ChatMessage, LLMError, ToolDefinition
 from app.services.message_intake import MessageIntake
 from app.services.response_feed import ResponseFeed
@@ -63,7 +75,7 @@ class Conversation(MessageIntake):
         record: SessionRecord,
         events: list[StoredEvent],
         deps: ConversationDeps,
-        sink: FrameSink,
+        sink: FrameSink | None,
         *,
         lease: Lease | None,
         opener: SessionOpener | None = None,
@@ -89,6 +101,15 @@ class Conversation(MessageIntake):
         self._tasks = ConversationTasks()
         self._rolling = RollingSummary(record.context_summary, record.context_summary_seq)
         self._title_requested = False
+        self._approvals = ApprovalDesk()
+        # What a stopped process left: a round waiting for approval, queued messages.
+        self._paused: PausedRound | None = paused_round(events)
+        self._queue: deque[UserMessageEvent] = deque(queued_backlog(events))
+        # Interrupts under way hold the queue; a shutdown stops it.
+        self._queue_holds = 0
+        self._queue_stopped = False
+        if sink is None:  # answering a backlog with no client connected
+            self.state = ConversationState.DETACHED
 
     # -- what its responses use: the history, the prompt, and their output ---------------
 
@@ -154,6 +175,8 @@ class Conversation(MessageIntake):
         answer: the acknowledgement, or `store_unavailable` after `STORE_COMMIT_TIMEOUT_S`."""
         if isinstance(frame, UserMessageIn):
             await self._on_user_message(frame)
+        elif isinstance(frame, ToolApprovalIn):
+            await self._on_approval(frame)
         elif isinstance(frame, ResponseCancelIn):
             await self._on_cancel()
         elif isinstance(frame, PingIn):
@@ -169,7 +192,7 @@ class Conversation(MessageIntake):
         client's last message, which must be that message. Returns why not; limits and store
         trouble go to the client as `error` frames, as for a message. The replaced answer
         stays in the log."""
-        if self.responding or self._storing is not None:
+        if self.busy or self._storing is not None:
             return ErrorCode.RESPONSE_IN_PROGRESS, "wait for the current response or cancel it"
         last = self._events[-1] if self._events else None
         if not isinstance(last, AssistantMessageEvent):
@@ -181,8 +204,15 @@ class Conversation(MessageIntake):
             self._start_response(supersedes=last.response_id)
         return None
 
-    def _start_response(self, *, supersedes: str | None = None, cancelled: bool = False) -> None:
-        """Start answering; `cancelled`: a stop came first, so it ends at once, cancelled."""
+    def _start_response(
+        self,
+        *,
+        supersedes: str | None = None,
+        cancelled: bool = False,
+        resumed: ResumedRound | None = None,
+    ) -> None:
+        """Start answering; `cancelled`: a stop came first, so it ends at once, cancelled;
+        `resumed`: it runs a round left waiting for approval first."""
         deps = self._deps
         runner = ResponseRunner(
             self,
@@ -202,7 +232,9 @@ class Conversation(MessageIntake):
             metrics=deps.metrics,
             tracing=deps.tracing,
             owner=self.session_record.owner,
+            approvals=self._approvals,
             supersedes=supersedes,
+            resumed=resumed,
         )
         if cancelled:
             runner.cancel()
@@ -223,12 +255,181 @@ class Conversation(MessageIntake):
         if self.session_record.title is None and runner.completed and not self._title_requested:
             self._title_requested = True
             self._deps.summarizer.request_title(self.session_id, list(self._events))
+        self._answer_next(ending=runner)
 
     async def _on_cancel(self) -> None:
+        if self._paused is not None:
+            self._end_paused()
+            return
         if not self.responding or self._tasks.runner is None:
             await self.send_error(ErrorCode.NO_ACTIVE_RESPONSE, "no response is running")
             return
         self._tasks.runner.cancel()
+
+    # -- what waits: queued messages, rounds waiting for approval ------------------------
+
+    @property
+    def busy(self) -> bool:
+        """A response is in progress: running, or paused on approvals a stopped process left."""
+        return self.responding or self._paused is not None
+
+    @property
+    def pending_approvals(self) -> list[str]:
+        """The call ids waiting for the person's answer (not expired), oldest first."""
+        if self._paused is not None and self._tasks.paused is None:
+            now = datetime.now(UTC)
+            return [r.call_id for r in self._paused.unanswered if r.expires_at > now]
+        return self._approvals.pending()
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    def resume_backlog(self) -> None:
+        """Go on with what the log left waiting (after `session.ready`, or with no client):
+        a round waiting for approval waits for its answers again, queued messages are
+        answered."""
+        if self._paused is not None and self._tasks.paused is None:
+            paused = self._paused
+            for request in paused.unanswered:
+                self._approvals.open(request)
+            self._tasks.paused = self._deps.supervisor.spawn(
+                self._await_paused(paused), name=f"paused-{self.session_id}"
+            )
+        else:
+            self._answer_next()
+
+    async def _await_paused(self, paused: PausedRound) -> None:
+        call_ids = [request.call_id for request in paused.unanswered]
+        try:
+            decided = await self._approvals.decisions(call_ids)
+        finally:
+            self._approvals.close(call_ids)
+        decisions = {call_id: Decision.of(a) for call_id, a in paused.answers.items()}
+        self._paused = None
+        self._start_response(resumed=ResumedRound(paused.calls, decisions | decided))
+
+    def _end_paused(self) -> None:
+        """Cancel a round left waiting for approval: a response that ends at once, cancelled,
+        closes its calls."""
+        paused, self._paused = self._paused, None
+        assert paused is not None
+        if self._tasks.paused is not None:
+            self._tasks.paused.cancel()
+        self._approvals.close([request.call_id for request in paused.requests])
+        self._start_response(cancelled=True, resumed=ResumedRound(paused.calls, {}))
+
+    def _answer_next(self, *, ending: ResponseRunner | None = None) -> None:
+        """Start answering the oldest queued message, if nothing else goes first (`ending`:
+        the response whose task calls this as its last step)."""
+        running = self._tasks.runner is not ending and self.responding
+        if (
+            running
+            or self._paused is not None
+            or self._storing is not None
+            or self._queue_holds
+            or self._queue_stopped
+            or not self._queue
+            or self._tasks.ending is not None
+            or self.state is ConversationState.CLOSED
+        ):
+            return
+        self._queue.popleft()
+        self._start_response()
+
+    async def _interrupt(self) -> None:
+        """End the response in progress as if cancelled, before an interrupting message."""
+        self._queue_holds += 1
+        try:
+            if self._paused is not None:
+                self._end_paused()
+            elif self._tasks.runner is not None:
+                self._tasks.runner.cancel()
+            if self._tasks.response is not None:
+                await asyncio.wait([self._tasks.response])  # a cancelled response ends at once
+        finally:
+            self._queue_holds -= 1
+
+    async def _enqueue(self, frame: UserMessageIn) -> None:
+        """Store the message now, answer it in its turn (`while_busy: enqueue`)."""
+        if await self._admit() is None:
+            return
+        assert self.lease is not None
+        message = UserMessageEvent(
+            seq=self.next_seq(),
+            created_at=datetime.now(UTC),
+            id=frame.id or new_id("msg"),
+            text=frame.text,
+            queued=True,
+        )
+        self._events.append(message)
+        self._message_ids[message.id] = message
+        try:
+            if await self._confirm(self._deps.writer.commit(EventRow(self.lease, message))):
+                await self.send(message)
+        finally:
+            # In the queue once acknowledged (or refused), so its answer never starts first.
+            self._queue.append(message)
+            self._answer_next()
+
+    async def _on_approval(self, frame: ToolApprovalIn) -> None:
+        request = self._approvals.claim(frame.call_id)
+        if request is None:
+            stored = stored_answer(self._events, frame.call_id)
+            if stored is not None and (stored.approved, stored.reason) == (
+                frame.approved,
+                frame.reason,
+            ):
+                await self.send(stored)  # the same answer again: acknowledged again
+                return
+            await self.send_error(
+                ErrorCode.APPROVAL_NOT_PENDING,
+                "no tool call with this call_id is waiting for approval",
+            )
+            return
+        assert self.lease is not None
+        answer = ToolApprovalEvent(
+            seq=self.next_seq(),
+            created_at=datetime.now(UTC),
+            response_id=request.response_id,
+            call_id=request.call_id,
+            approved=frame.approved,
+            reason=frame.reason,
+        )
+        self._events.append(answer)
+        try:
+            if await self._confirm(self._deps.writer.commit(EventRow(self.lease, answer))):
+                await self.send(answer)
+        finally:
+            self._approvals.decide(request.call_id, Decision.of(answer))
+
+    async def _confirm(self, committed: asyncio.Future[None]) -> bool:
+        """Wait (bounded) for an event written while a response may run; False, with the
+        client told, when it was not confirmed. The event stays queued and in the history,
+        so a resend of the same frame is acknowledged with it."""
+        try:
+            async with asyncio.timeout(self._deps.commit_timeout_s):
+                await asyncio.shield(committed)
+        except WriteRefused:
+            return False  # the session's holding ended: the hub ends the conversation
+        except (TimeoutError, StoreError) as e:
+            log.warning("an event of %s was not confirmed: %s", self.session_id, e)
+            await self.send_error(
+                ErrorCode.STORE_UNAVAILABLE,
+                "the store did not confirm in time; send the same frame again",
+                retryable=True,
+            )
+            return False
+        return True
+
+    def stop_for_shutdown(self) -> None:
+        """At shutdown: no queued message starts; a response waiting for approvals ends with
+        them still pending (the next process asks again)."""
+        self._queue_stopped = True
+        if self._tasks.runner is not None and self.responding:
+            self._tasks.runner.pause()
+        if self._tasks.paused is not None:
+            self._tasks.paused.cancel()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -293,6 +494,7 @@ class Conversation(MessageIntake):
             events=[event for event in self._events if event.seq > after_seq],
             model=model,
             live_response=LiveResponse(response_id=feed.response_id, text=feed.text),
+            pending_approvals=self.pending_approvals,
         )
         self._sink = sink
         self._move(ConversationState.OPEN)
@@ -313,16 +515,17 @@ class Conversation(MessageIntake):
         return self.attachment != attachment
 
     async def wait_response(self) -> None:
-        """Return once no response runs and no message is being stored."""
-        tasks = [t for t in (self._tasks.storing, self._tasks.response) if t is not None]
-        if tasks:
+        """Return once no response runs and no message is being stored (a response that
+        ends may start the next queued one: waited for too)."""
+        while tasks := [
+            t for t in (self._tasks.storing, self._tasks.response) if t is not None and not t.done()
+        ]:
             await asyncio.wait(tasks)
-        # A message stored just now may have started a response.
-        if self._tasks.response is not None and not self._tasks.response.done():
-            await asyncio.wait([self._tasks.response])
 
     def mark_closed(self) -> None:
         """Torn down (once; closing again changes nothing)."""
+        if self._tasks.paused is not None:
+            self._tasks.paused.cancel()  # its round stays pending in the log
         if self.state is not ConversationState.CLOSED:
             self._move(ConversationState.CLOSED)
         self.closed.set()

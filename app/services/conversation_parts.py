@@ -76,6 +76,7 @@ class ConversationDeps:
     commit_timeout_s: float
     tracing: Tracing
     usage: UsageGuard
+    max_queued_messages: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +113,5 @@ class ConversationTasks:
     response: asyncio.Task[None] | None = None
     storing: asyncio.Task[None] | None = None
     ending: asyncio.Task[None] | None = None
+    # Waits for the answers of a round a stopped process left waiting for approval.
+    paused: asyncio.Task[None] | None = None

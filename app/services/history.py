@@ -1,15 +1,25 @@
-"""Turns a session's stored events into the chat messages a model is sent, always valid."""
+"""Turns a session's stored events into the chat messages a model is sent, always valid.
+
+The log is in the order things happened; the model reads them in conversation order
+(`model_order`): a message queued while a response ran comes after that response's answer, and
+a tool's result right after its call, even when the result was stored later (a call that
+waited for approval across a restart is run by a later response).
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import assert_never
 
 from pydantic_core import to_json
 
 from app.protocol import (
+    FINISH_AWAITING_APPROVAL,
     AssistantMessageEvent,
     StoredEvent,
+    ToolApprovalEvent,
+    ToolApprovalRequestedEvent,
     ToolCallEvent,
     ToolResultEvent,
     UserMessageEvent,
@@ -57,6 +67,8 @@ class _MessageBuilder:
             self._close_calls()
             if event.text:
                 self.messages.append({"role": "assistant", "content": event.text})
+        elif isinstance(event, ToolApprovalRequestedEvent | ToolApprovalEvent):
+            pass  # the person's part: the model reads its outcome in the tool's result
         else:
             assert_never(event)
 
@@ -119,6 +131,93 @@ def current_events(
 def build_messages(system_prompt: str, events: Sequence[StoredEvent]) -> list[ChatMessage]:
     """System prompt, then the conversation, with every tool call closed by a result."""
     builder = _MessageBuilder(system_prompt)
-    for event in events:
+    for event in model_order(events):
         builder.add(event)
     return builder.finish()
+
+
+class _ModelOrder:
+    """`model_order`'s pass over the log: the calls of a round wait in `calls` and are put out
+    with their results; queued messages wait in `waiting` for the answer before them."""
+
+    def __init__(self, events: Sequence[StoredEvent]) -> None:
+        self.out: list[StoredEvent] = []
+        self.results: dict[str, ToolResultEvent] = {}
+        for event in events:
+            if isinstance(event, ToolResultEvent):
+                self.results.setdefault(event.call_id, event)
+        self.calls: list[ToolCallEvent] = []
+        self.waiting: deque[UserMessageEvent] = deque()
+        # The last user message put out has no answer yet.
+        self.answering = False
+        self.last_question: UserMessageEvent | None = None
+
+    def put_calls(self) -> None:
+        self.out.extend(self.calls)
+        self.out.extend(r for c in self.calls if (r := self.results.get(c.call_id)) is not None)
+        self.calls.clear()
+
+    def put(self, event: StoredEvent) -> None:
+        self.put_calls()
+        self.out.append(event)
+        if isinstance(event, UserMessageEvent):
+            self.answering = True
+            self.last_question = event
+
+    def answered(self, answer: AssistantMessageEvent, following: StoredEvent | None) -> None:
+        self.put(answer)
+        if answer.finish_reason == FINISH_AWAITING_APPROVAL:
+            return  # paused at a shutdown: the response that goes on answers the same message
+        self.answering = False
+        # Next comes the oldest queued message, unless one sent to interrupt was answered first.
+        interrupting = isinstance(following, UserMessageEvent) and not following.queued
+        if self.waiting and not interrupting:
+            self.put(self.waiting.popleft())
+
+
+def model_order(events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """The events in the order the model reads them. A queued message follows the answer of
+    the response that ran when it was sent (and of those queued before it); a tool result
+    follows its round's calls; approval events are left out (the result says the outcome).
+    Results without a call are dropped, and queued messages still waiting are left out: they
+    are not the question of any response yet."""
+    return _ordered(events).out
+
+
+def waiting_messages(events: Sequence[StoredEvent]) -> list[UserMessageEvent]:
+    """Queued messages whose turn has not come, in the order they are to be answered."""
+    return list(_ordered(events).waiting)
+
+
+def queued_backlog(events: Sequence[StoredEvent]) -> list[UserMessageEvent]:
+    """The queued messages a stopped process left unanswered, in the order to answer them:
+    one whose turn had come but whose response never began, then those still waiting."""
+    order = _ordered(events)
+    backlog = list(order.waiting)
+    question = order.last_question
+    if question is not None and question.queued and order.out[-1] is question:
+        backlog.insert(0, question)
+    return backlog
+
+
+def _ordered(events: Sequence[StoredEvent]) -> _ModelOrder:
+    order = _ModelOrder(events)
+    for index, event in enumerate(events):
+        if isinstance(event, ToolCallEvent):
+            if order.calls and order.calls[0].response_id != event.response_id:
+                order.put_calls()
+            order.calls.append(event)
+        elif isinstance(event, ToolResultEvent | ToolApprovalRequestedEvent | ToolApprovalEvent):
+            continue  # results go with their calls; approvals are not the model's
+        elif isinstance(event, UserMessageEvent):
+            if event.queued and (order.answering or order.waiting):
+                order.waiting.append(event)
+            else:
+                order.put(event)
+        elif isinstance(event, AssistantMessageEvent):
+            following = events[index + 1] if index + 1 < len(events) else None
+            order.answered(event, following)
+        else:
+            assert_never(event)
+    order.put_calls()
+    return order

@@ -201,6 +201,13 @@ class SessionHub(SessionEndings):
         conversation = self._live.get(session_id)
         return None if conversation is None else list(conversation.events)
 
+    def waiting_here(self, session_id: str) -> tuple[list[str], int] | None:
+        """The pending approvals and queue length of a session live here, or None."""
+        conversation = self._live.get(session_id)
+        if conversation is None:
+            return None
+        return conversation.pending_approvals, conversation.queue_length
+
     def live_record(self, session_id: str) -> SessionRecord | None:
         """The record of a session live here (stored or not yet: before its first message)."""
         conversation = self._live.get(session_id)
@@ -278,7 +285,11 @@ class SessionHub(SessionEndings):
         self._live[session_id] = conversation
         events = [event for event in conversation.events if event.seq > after_seq]
         ready = SessionReady(
-            session_id=session_id, resumed=True, events=events, model=self._deps.provider.model
+            session_id=session_id,
+            resumed=True,
+            events=events,
+            model=self._deps.provider.model,
+            pending_approvals=conversation.pending_approvals,
         )
         return conversation, ready
 
@@ -350,9 +361,12 @@ class SessionHub(SessionEndings):
             self._remote.ended(join)
 
     def opened(self, connection: Connection) -> None:
-        """`session.ready` was sent: a remote join starts relaying."""
+        """`session.ready` was sent: a remote join starts relaying; a loaded conversation goes
+        on with what its log left waiting (approvals, queued messages)."""
         if isinstance(connection, RemoteJoin):
             connection.start(self._spawn)
+        else:
+            connection.resume_backlog()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return self._deps.supervisor.spawn(coroutine, name=name)

@@ -168,6 +168,8 @@ class SessionEndings:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         conversations = list(self._live.values())
+        for conversation in conversations:
+            conversation.stop_for_shutdown()
         waits = [asyncio.ensure_future(c.wait_response()) for c in conversations]
         if waits:
             _, late = await asyncio.wait(waits, timeout=grace_s)

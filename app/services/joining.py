@@ -34,6 +34,7 @@ from app.protocol import (
     ResponseDone,
     ResponseStatus,
     ServerFrame,
+    ToolApprovalIn,
     ToolCallEvent,
     ToolResultEvent,
     UserMessageIn,
@@ -161,6 +162,13 @@ class RemoteJoin:
             await self._cancel()
         elif isinstance(frame, UserMessageIn):
             await self._message_while_joined(frame)
+        elif isinstance(frame, ToolApprovalIn):
+            # Answers go to the instance running the response; this one only relays it.
+            await self.send_error(
+                ErrorCode.APPROVAL_NOT_PENDING,
+                "this connection follows a response running on another instance; answer "
+                "after reconnecting once it has ended, or from a connection there",
+            )
         else:
             assert_never(frame)
 

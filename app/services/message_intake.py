@@ -17,6 +17,7 @@ from app.protocol import (
     StoredEvent,
     UserMessageEvent,
     UserMessageIn,
+    WhileBusy,
 )
 from app.services.conversation_parts import (
     ConversationDeps,
@@ -25,6 +26,7 @@ from app.services.conversation_parts import (
     Storing,
     new_id,
 )
+from app.services.runner import ResponseRunner
 from app.services.storable import unstorable
 from app.services.usage import LimitExceeded
 
@@ -44,6 +46,16 @@ class MessageIntake(ABC):
     _tasks: ConversationTasks
     _opener: SessionOpener | None
     _session_counted: bool
+
+    @property
+    @abstractmethod
+    def busy(self) -> bool:
+        """A response is in progress (running or paused on approvals)."""
+
+    @property
+    @abstractmethod
+    def queue_length(self) -> int:
+        """Queued messages waiting for their turn."""
 
     @property
     def session_id(self) -> str:
@@ -76,6 +88,18 @@ class MessageIntake(ABC):
     def _start_response(self, *, supersedes: str | None = None, cancelled: bool = False) -> None:
         """Start answering the last message (the conversation's)."""
 
+    @abstractmethod
+    async def _enqueue(self, frame: UserMessageIn) -> None:
+        """Store the message now and answer it in its turn."""
+
+    @abstractmethod
+    async def _interrupt(self) -> None:
+        """End the response in progress as if cancelled."""
+
+    @abstractmethod
+    def _answer_next(self, *, ending: ResponseRunner | None = None) -> None:
+        """Start answering the oldest queued message, if nothing else goes first."""
+
     async def _on_user_message(self, frame: UserMessageIn) -> None:
         # Idempotency first: a resent stored id is acknowledged again, even mid-response.
         if frame.id is not None and (stored := self._message_ids.get(frame.id)) is not None:
@@ -90,6 +114,11 @@ class MessageIntake(ABC):
             code, message, retryable = refusal
             await self.send_error(code, message, retryable=retryable)
             return
+        if self.busy and frame.while_busy is WhileBusy.ENQUEUE:
+            await self._enqueue(frame)
+            return
+        if self.busy:  # `interrupt` (a `reject` was refused above)
+            await self._interrupt()
         storing = self._store_user_message(frame)
         await storing.answered.wait()
 
@@ -98,12 +127,19 @@ class MessageIntake(ABC):
         if self._storing is not None:
             # Only after a timeout: messages are handled one at a time otherwise.
             return ErrorCode.STORE_UNAVAILABLE, "the store is not answering; retry shortly", True
-        if self.responding:
+        if self.busy and frame.while_busy is WhileBusy.REJECT:
             return (
                 ErrorCode.RESPONSE_IN_PROGRESS,
                 "wait for the current response or cancel it",
                 False,
             )
+        if (
+            self.busy
+            and frame.while_busy is WhileBusy.ENQUEUE
+            and self.queue_length >= self._deps.max_queued_messages
+        ):
+            limit = self._deps.max_queued_messages
+            return ErrorCode.QUEUE_FULL, f"{limit} messages already wait; retry later", True
         if not frame.text.strip():
             return ErrorCode.INVALID_EVENT, "text must not be empty", False
         if unstorable(frame.text) or (frame.id is not None and unstorable(frame.id)):
@@ -139,6 +175,7 @@ class MessageIntake(ABC):
                 await self._answer(storing, committed)
         finally:
             storing.answered.set()
+            self._answer_next()  # a refused interrupt leaves the queue to go on
 
     async def _admit(self) -> Lease | None:
         """Before anything of the message is stored: the owner's usage limits, then, for the
@@ -220,7 +257,7 @@ class MessageIntake(ABC):
 
     def _unanswered(self, message: UserMessageEvent) -> bool:
         """The message is the last one and no response to it ran or runs."""
-        if self.responding or self._storing is not None:
+        if self.busy or self._storing is not None:
             return False
         later = (event for event in self._events if event.seq > message.seq)
         return not any(event.type in ("user.message", "assistant.message") for event in later)

@@ -40,6 +40,8 @@ class ResponseConfig:
 
     max_tool_rounds: int
     tool_timeout_s: float
+    # How long a call waits for the person's approval before it is denied as timed out.
+    approval_timeout_s: float = 600.0
 
 
 class ResponseState(Enum):
@@ -48,6 +50,7 @@ class ResponseState(Enum):
 
     STARTING = "starting"  # created; `response.started` not sent yet
     STREAMING = "streaming"  # a model round streams
+    AWAITING_APPROVAL = "awaiting_approval"  # the round's calls wait for the person's answers
     RUNNING_TOOLS = "running_tools"  # the round's tool calls run
     CANCELLING = "cancelling"  # cancel asked: no tool starts, the work is being stopped
     FINISHING = "finishing"  # open calls closed, the assistant message recorded, done sent
@@ -55,10 +58,25 @@ class ResponseState(Enum):
 
 
 RESPONSE_TRANSITIONS: dict[ResponseState, frozenset[ResponseState]] = {
+    # To RUNNING_TOOLS at once: a response that runs a round left waiting by a stopped process.
     ResponseState.STARTING: frozenset(
-        {ResponseState.STREAMING, ResponseState.CANCELLING, ResponseState.FINISHING}
+        {
+            ResponseState.STREAMING,
+            ResponseState.RUNNING_TOOLS,
+            ResponseState.CANCELLING,
+            ResponseState.FINISHING,
+        }
     ),
     ResponseState.STREAMING: frozenset(
+        {
+            ResponseState.AWAITING_APPROVAL,
+            ResponseState.RUNNING_TOOLS,
+            ResponseState.CANCELLING,
+            ResponseState.FINISHING,
+        }
+    ),
+    # To FINISHING without running: a shutdown pauses it (the calls stay pending in the log).
+    ResponseState.AWAITING_APPROVAL: frozenset(
         {ResponseState.RUNNING_TOOLS, ResponseState.CANCELLING, ResponseState.FINISHING}
     ),
     ResponseState.RUNNING_TOOLS: frozenset(

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 import orjson
@@ -15,6 +15,7 @@ from pydantic import JsonValue
 
 from app.logs import response_id_var
 from app.protocol import (
+    FINISH_AWAITING_APPROVAL,
     AssistantMessageEvent,
     ErrorCode,
     ErrorInfo,
@@ -24,9 +25,11 @@ from app.protocol import (
     ResponseStatus,
     ResponseWaiting,
     StoredEvent,
+    ToolApprovalRequestedEvent,
     ToolCallEvent,
     ToolResultEvent,
 )
+from app.services.approvals import ApprovalDesk, Decision, ResumedRound
 from app.services.llm.base import (
     CONTEXT_LENGTH_EXCEEDED,
     ChatMessage,
@@ -142,7 +145,9 @@ class ResponseRunner:
         metrics: Metrics,
         tracing: Tracing,
         owner: str | None,
+        approvals: ApprovalDesk,
         supersedes: str | None = None,
+        resumed: ResumedRound | None = None,
     ) -> None:
         self.response_id = response_id
         # The earlier response this one replaces (a regenerate), stored with its answer.
@@ -161,6 +166,13 @@ class ResponseRunner:
         self._owner = owner
         self._span: ResponseSpan | None = None
         self._progress = _Progress(model=provider.model)
+        self._approvals = approvals
+        # A round left waiting for approval by a stopped process, which this response runs.
+        self._resumed = resumed
+        if resumed is not None:
+            self._progress.open_calls = {call.call_id: call for call in resumed.calls}
+        # A shutdown came while calls waited for approval: they stay pending in the log.
+        self._paused = False
         self._work: asyncio.Task[None] | None = None
         self._started_at = 0.0
         self.state = ResponseState.STARTING
@@ -181,6 +193,13 @@ class ResponseRunner:
             return
         self._move(ResponseState.CANCELLING)
         if self._work is not None:
+            self._work.cancel()
+
+    def pause(self) -> None:
+        """At shutdown: a response waiting for approvals ends now without denying them; they
+        stay pending in the log, and their answers start a new response after the restart."""
+        if self.state is ResponseState.AWAITING_APPROVAL and self._work is not None:
+            self._paused = True
             self._work.cancel()
 
     async def run(self) -> None:
@@ -206,6 +225,7 @@ class ResponseRunner:
                 status, error = self._outcome(self._work)
         except asyncio.CancelledError:
             # The runner itself is cancelled (shutdown): stop the work, close the response, go on.
+            self._paused = self.state is ResponseState.AWAITING_APPROVAL
             await self._stop_work()
             await self._finish(ResponseStatus.CANCELLED, None)
             raise
@@ -234,6 +254,9 @@ class ResponseRunner:
         return ResponseStatus.FAILED, info
 
     async def _rounds(self) -> None:
+        if self._resumed is not None:
+            self._move(ResponseState.RUNNING_TOOLS)
+            await self._run_round(self._resumed.calls, self._resumed.decisions)
         for round_number in range(self._config.max_tool_rounds + 1):
             self._move(ResponseState.STREAMING)
             calls = await self._stream_round()
@@ -241,7 +264,6 @@ class ResponseRunner:
                 return
             if round_number == self._config.max_tool_rounds:
                 raise ToolRoundsExceeded
-            self._move(ResponseState.RUNNING_TOOLS)
             await self._run_tools(calls)
 
     async def _stream_round(self) -> list[ToolCallRequest]:
@@ -307,9 +329,51 @@ class ResponseRunner:
 
     async def _run_tools(self, calls: list[ToolCallRequest]) -> None:
         announced = [await self._announce(call) for call in calls]
+        decisions = await self._approvals_for(announced)
+        self._move(ResponseState.RUNNING_TOOLS)
+        await self._run_round(announced, decisions)
+
+    async def _run_round(self, calls: list[ToolCallEvent], decisions: dict[str, Decision]) -> None:
+        """Run the round's calls concurrently; a call denied (or timed out) gets its error."""
         async with asyncio.TaskGroup() as group:
-            for event in announced:
-                group.create_task(self._run_tool(event), name=f"tool-{event.call_id}")
+            for event in calls:
+                decision = decisions.get(event.call_id)
+                denial = decision.denial if decision is not None else None
+                if denial is not None:
+                    group.create_task(self._close_call(event, result=None, error=denial))
+                else:
+                    group.create_task(self._run_tool(event), name=f"tool-{event.call_id}")
+
+    async def _approvals_for(self, calls: list[ToolCallEvent]) -> dict[str, Decision]:
+        """Announce the calls that need the person's approval and wait for every answer (or
+        its expiry): the round runs once all of them are decided."""
+        gated = [
+            call
+            for call in calls
+            if call.raw_arguments is None and self._tools.needs_approval(call.name)
+        ]
+        if not gated:
+            return {}
+        self._move(ResponseState.AWAITING_APPROVAL)
+        expires_at = _now() + timedelta(seconds=self._config.approval_timeout_s)
+        for call in gated:
+            request = ToolApprovalRequestedEvent(
+                seq=self._out.next_seq(),
+                created_at=_now(),
+                response_id=self.response_id,
+                call_id=call.call_id,
+                name=call.name,
+                arguments=call.arguments,
+                expires_at=expires_at,
+            )
+            self._out.record(request)
+            self._approvals.open(request)
+            await self._out.send(request)
+        call_ids = [call.call_id for call in gated]
+        try:
+            return await self._approvals.decisions(call_ids)
+        finally:
+            self._approvals.close(call_ids)
 
     async def _announce(self, call: ToolCallRequest) -> ToolCallEvent:
         arguments = _parse_arguments(call.arguments)
@@ -393,6 +457,11 @@ class ResponseRunner:
     async def _finish(self, status: ResponseStatus, error: ErrorInfo | None) -> None:
         self._move(ResponseState.FINISHING)
         progress = self._progress
+        if self._paused:
+            # Its calls stay open: the log keeps them pending until answered or expired.
+            status, error = ResponseStatus.COMPLETED, None
+            progress.open_calls.clear()
+            progress.finish_reason = FINISH_AWAITING_APPROVAL
         reason = "cancelled" if status is ResponseStatus.CANCELLED else "aborted"
         for call in list(progress.open_calls.values()):
             await self._close_call(call, result=None, error=reason)

@@ -155,9 +155,15 @@ async def _start(
         store=store,
         writer=writer,
         provider=provider,
-        tools=ToolRegistry(tools, sources=[mcp] if mcp is not None else []),
+        tools=ToolRegistry(
+            tools,
+            sources=[mcp] if mcp is not None else [],
+            approval_patterns=settings.tools_require_approval,
+        ),
         response=ResponseConfig(
-            max_tool_rounds=settings.max_tool_rounds, tool_timeout_s=settings.tool_timeout_s
+            max_tool_rounds=settings.max_tool_rounds,
+            tool_timeout_s=settings.tool_timeout_s,
+            approval_timeout_s=settings.tool_approval_timeout_s,
         ),
         context=ContextBudget(
             max_tokens=context_max_tokens,
@@ -170,6 +176,7 @@ async def _start(
         live=LiveResponses(),
         max_message_chars=settings.max_message_chars,
         commit_timeout_s=settings.store_commit_timeout_s,
+        max_queued_messages=settings.max_queued_messages,
         tracing=tracing,
         usage=UsageGuard(
             store.usage,

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from app.database.base import SessionCursor, SessionRecord, Store
 from app.protocol import EventPage, SessionPage, SessionView
+from app.services.approvals import open_approvals
+from app.services.history import queued_backlog
 from app.services.hub import SessionHub, parse_session_id, visible_to
 
 
@@ -58,6 +60,18 @@ class SessionDirectory:
             summary_status=record.summary_status,
             event_count=record.event_count,
             model=record.model,
+        )
+
+    async def detail(self, record: SessionRecord) -> SessionView:
+        """`view`, with what waits in the session: approvals and queued messages (from the
+        conversation when it is live here, else from its stored events)."""
+        waiting = self._hub.waiting_here(record.id)
+        if waiting is None:
+            events = await self._store.events.read(record.id)
+            waiting = open_approvals(events), len(queued_backlog(events))
+        approvals, queued = waiting
+        return self.view(record).model_copy(
+            update={"pending_approvals": approvals, "queue_length": queued}
         )
 
     async def list(self, *, limit: int, before: str | None, owner: str | None) -> SessionPage:

@@ -64,7 +64,7 @@ def test_versions_are_numbered_without_gaps() -> None:
         steps = migrations(dialect)
         assert [step.version for step in steps] == list(range(1, latest_version(dialect) + 1))
     # Both dialects move together: version N means the same schema on either.
-    assert latest_version("postgres") == latest_version("sqlite") == 5
+    assert latest_version("postgres") == latest_version("sqlite") == 6
 
 
 # ---------------------------------------------------------------- SQLite

@@ -73,7 +73,7 @@ def ui_messages(events: Sequence[StoredEvent], *, session_id: str) -> list[UIMes
         elif isinstance(event, AssistantMessageEvent):
             answer = answers.pop(event.response_id, None) or _Answer(event.response_id)
             messages.append(answer.message(event, session_id))
-        else:
+        elif isinstance(event, ToolCallEvent | ToolResultEvent):
             answer = answers.setdefault(event.response_id, _Answer(event.response_id))
             if isinstance(event, ToolCallEvent):
                 answer.call(event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from app.services.tools.calculator import calculate
 from app.services.tools.clock import get_current_time
-from app.services.tools.profiles import DEMO_PROFILES, fetch_user_profile
+from app.services.tools.profiles import DEMO_PROFILES, fetch_user_profile, update_user_plan
 from app.services.tools.registry import (
     Tool,
     ToolContext,
@@ -13,9 +13,15 @@ from app.services.tools.registry import (
     ToolFunction,
     ToolRegistry,
     ToolSource,
+    requires_approval,
 )
 
-DEFAULT_TOOLS: list[ToolFunction] = [fetch_user_profile, get_current_time, calculate]
+DEFAULT_TOOLS: list[ToolFunction] = [
+    fetch_user_profile,
+    get_current_time,
+    calculate,
+    update_user_plan,
+]
 
 __all__ = [
     "DEFAULT_TOOLS",
@@ -26,4 +32,5 @@ __all__ = [
     "ToolFunction",
     "ToolRegistry",
     "ToolSource",
+    "requires_approval",
 ]

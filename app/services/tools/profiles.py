@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import JsonValue
 
-from app.services.tools.registry import ToolContext, ToolError
+from app.services.tools.registry import ToolContext, ToolError, requires_approval
 
 DEMO_PROFILES: dict[str, dict[str, JsonValue]] = {
     "123": {
@@ -38,3 +40,23 @@ async def fetch_user_profile(context: ToolContext, user_id: str) -> dict[str, Js
     if profile is None:
         raise ToolError(f"no user with id {user_id!r}")
     return profile
+
+
+@requires_approval
+async def update_user_plan(
+    context: ToolContext, user_id: str, plan: Literal["free", "pro", "team"]
+) -> dict[str, JsonValue]:
+    """Change a user's subscription plan. It changes data, so it runs only once the person
+    approves it.
+
+    Args:
+        user_id: The user's id, for example "123".
+        plan: The new plan: "free", "pro" or "team".
+    """
+    user_id = user_id.strip()
+    profile = await context.profiles.get(user_id)
+    if profile is None:
+        raise ToolError(f"no user with id {user_id!r}")
+    previous = profile.get("plan")
+    await context.profiles.upsert({user_id: {**profile, "plan": plan}})
+    return {"user_id": user_id, "plan": plan, "previous_plan": previous}

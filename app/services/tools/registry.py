@@ -4,6 +4,7 @@ interface the runner calls."""
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,6 +43,15 @@ class ToolContext:
 
 
 ToolFunction = Callable[..., Awaitable[Any]]
+_APPROVAL_MARK = "__requires_approval__"
+
+
+def requires_approval(function: ToolFunction) -> ToolFunction:
+    """Declare a built-in tool whose calls wait for the person's approval (it changes data)."""
+    setattr(function, _APPROVAL_MARK, True)
+    return function
+
+
 _json_adapter: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
 
 
@@ -132,7 +142,14 @@ class FunctionTool:
             "type": "function",
             "function": {"name": function.__name__, "description": summary, "parameters": schema},
         }
-        return cls(function.__name__, function, arguments, wants_context, definition)
+        return cls(
+            function.__name__,
+            function,
+            arguments,
+            wants_context,
+            definition,
+            requires_approval=getattr(function, _APPROVAL_MARK, False),
+        )
 
     async def call(self, raw_arguments: Mapping[str, JsonValue], context: ToolContext) -> JsonValue:
         """Validate the model's arguments, run the tool, and return a JSON result."""
@@ -165,12 +182,28 @@ class ToolRegistry:
     as they are now (a source's tools change when its server's list does)."""
 
     def __init__(
-        self, functions: Sequence[ToolFunction], *, sources: Sequence[ToolSource] = ()
+        self,
+        functions: Sequence[ToolFunction],
+        *,
+        sources: Sequence[ToolSource] = (),
+        approval_patterns: Sequence[str] = (),
     ) -> None:
         self._builtin: dict[str, Tool] = {
             tool.name: tool for tool in map(FunctionTool.from_function, functions)
         }
         self._sources = list(sources)
+        # TOOLS_REQUIRE_APPROVAL: glob patterns of names, on top of what tools declare.
+        self._approval_patterns = tuple(approval_patterns)
+
+    def needs_approval(self, name: str) -> bool:
+        """A call of `name` waits for the person's approval: the tool (or its MCP server's
+        config) says so, or TOOLS_REQUIRE_APPROVAL names it. Unknown names never run anyway."""
+        tool = self.get(name)
+        if tool is None:
+            return False
+        return tool.requires_approval or any(
+            fnmatch.fnmatchcase(name, pattern) for pattern in self._approval_patterns
+        )
 
     def _all(self) -> dict[str, Tool]:
         tools = dict(self._builtin)
