@@ -17,12 +17,14 @@ from app.database.base import (
     StoreError,
 )
 from app.protocol import MAX_SEQ, ErrorCode, ResponseFrame, SessionReady, StoredEvent
+from app.services.approvals import paused_round
 from app.services.conversation import (
     Conversation,
     ConversationDeps,
     ConversationState,
     FrameSink,
 )
+from app.services.history import queued_backlog
 from app.services.hub_endings import (
     SESSION_DELETED,
     STORE_REFUSED,
@@ -38,6 +40,9 @@ from app.services.summaries import Summarizer
 from app.services.usage import UsageGuard
 
 log = logging.getLogger(__name__)
+
+# Summary claims older than this are no instance's: the left-queue sweep looks at every due one.
+_LEFT_QUEUE_CLAIM_AGE_S = 0.0
 
 # What the transports use with the hub (`Connection` is defined with the endings).
 __all__ = ["ConnectRefused", "Connection", "SessionHub", "parse_session_id", "visible_to"]
@@ -406,7 +411,46 @@ class SessionHub(SessionEndings):
                     retryable=True,
                 ) from e
 
-    async def _load(self, session_id: str, sink: FrameSink, lease: Lease) -> Conversation:
+    # -- queues a stopped process left ---------------------------------------------------------
+
+    async def answer_left_queues(self) -> None:
+        """At start: queued messages a stopped process left unanswered are answered now, with
+        no client. Their sessions are among those whose summary is due (a teardown, even at
+        shutdown, asks for one; a killed process leaves them unsummarized)."""
+        jobs = self._deps.store.jobs
+        try:
+            due = await jobs.summaries_due(stale_after_s=_LEFT_QUEUE_CLAIM_AGE_S)
+            candidates = dict.fromkeys([*due, *await jobs.unsummarized_sessions()])
+        except StoreError as e:
+            log.warning("could not look for queued messages left unanswered: %s", e)
+            return
+        for session_id in candidates:
+            try:
+                await self._answer_left_queue(session_id)
+            except (StoreError, ConnectRefused) as e:
+                log.warning("could not answer the queue of %s: %s", session_id, e)
+
+    async def _answer_left_queue(self, session_id: str) -> None:
+        events = await self._deps.store.events.read(session_id)
+        if not queued_backlog(events) or paused_round(events) is not None:
+            return
+        if session_id in self._live or session_id in self._claimed or self._draining:
+            return  # a client has it: its conversation answers the queue
+        lease = await self._take_lease(session_id, wait_s=0)
+        self._claimed.add(session_id)
+        try:
+            conversation = await self._load(session_id, None, lease)
+        finally:
+            self._claimed.discard(session_id)
+        self._live[session_id] = conversation
+        log.info("answering %d queued message(s) of %s", conversation.queue_length, session_id)
+        conversation.resume_backlog()
+        self._deps.supervisor.spawn(
+            self._tear_down(conversation, conversation.attachment),
+            name=f"teardown-{session_id}",
+        )
+
+    async def _load(self, session_id: str, sink: FrameSink | None, lease: Lease) -> Conversation:
         try:
             # Read after the lease: the previous holder flushed everything before releasing.
             record = await self._deps.store.sessions.get(session_id)

@@ -219,6 +219,8 @@ async def _start(
         mcp,
         bus=bus,
     )
+    # Queued messages a stopped process left are answered with no client (docs/protocol.md).
+    supervisor.spawn(hub.answer_left_queues(), name="left-queues")
     resumed = await summarizer.resume_pending()
     # Both loops end on stop (the heartbeat once every lease is released), so other instances
     # see this one's sessions free as soon as it is gone; a loop that fails is restarted.
