@@ -70,10 +70,12 @@ def request_tokens(messages: Sequence[ChatMessage], tools: Sequence[ToolDefiniti
 
 
 def split_turns(events: Sequence[StoredEvent]) -> list[list[StoredEvent]]:
-    """Group events into turns, each starting at a user message (tool pairs stay in one turn)."""
+    """Group events into turns, each starting at a user message (tool pairs stay in one turn).
+    A queued message stays in the turn it was sent during: the model reads it after that
+    turn's answer (`history.model_order`), so a fold never separates the two."""
     turns: list[list[StoredEvent]] = []
     for event in events:
-        if isinstance(event, UserMessageEvent) or not turns:
+        if (isinstance(event, UserMessageEvent) and not event.queued) or not turns:
             turns.append([])
         turns[-1].append(event)
     return turns

@@ -59,6 +59,7 @@ from app.services.message_intake import MessageIntake
 from app.services.response_feed import ResponseFeed
 from app.services.runner import ResponseRunner
 from app.services.states import check_transition
+from app.services.storable import unstorable
 from app.services.tools import ToolContext
 
 # What the hub, joins and the AI SDK's turns use with a conversation.
@@ -373,6 +374,9 @@ class Conversation(MessageIntake):
             self._answer_next()
 
     async def _on_approval(self, frame: ToolApprovalIn) -> None:
+        if frame.reason is not None and unstorable(frame.reason):
+            await self.send_error(ErrorCode.INVALID_EVENT, "reason must not contain NUL characters")
+            return
         request = self._approvals.claim(frame.call_id)
         if request is None:
             stored = stored_answer(self._events, frame.call_id)
