@@ -7,16 +7,18 @@
  * rendered into DOM nodes by markdown.js. docs/page.md says which module does what.
  */
 
+import { onApprovalAnswer } from './approvals.js';
 import { bindTokenForm } from './auth.js';
 import { bindComposer } from './composer.js';
 import {
-  connect, disconnect, onFrame, retrySoon, switchSession,
+  connect, disconnect, onFrame, retrySoon, sendFrame, switchSession,
 } from './connection.js';
-import { hideError, showStatus } from './controls.js';
+import { hideError, showStatus, updateControls } from './controls.js';
 import { findElements, ui } from './elements.js';
 import { handleFrame } from './frames.js';
 import { onSessionChosen, refreshSessions } from './sessions.js';
 import { state } from './state.js';
+import { bindWhileBusySetting } from './while-busy.js';
 
 function startNewSession() {
   switchSession(null);
@@ -49,10 +51,12 @@ function bindRetrySoon() {
 function init() {
   findElements();
   onFrame(handleFrame);
+  onApprovalAnswer(sendFrame);
   onSessionChosen(switchSession);
   bindTopBarAndSidebar();
   bindTokenForm(refreshSessions);
   bindComposer();
+  bindWhileBusySetting(updateControls);
   bindRetrySoon();
   showStatus(state.phase);
   refreshSessions();

@@ -3,17 +3,17 @@
  * acknowledges them (pending, resent with the same id after a reconnect or a store outage, or
  * marked "Not sent" when refused).
  *
- * While an answer runs, Send is disabled (`isBusy`); protocol 1.1's `while_busy` (queue or
- * interrupt) would be decided in `sendUserMessage`, and a queued message is one more state of
- * a pending bubble.
+ * While an answer runs, what Send does is the `while_busy` setting (while-busy.js): by default
+ * Send is disabled; "queue" or "interrupt" send the message with that `while_busy`.
  */
 
 import { connect, sendFrame } from './connection.js';
 import { hideError, showError, updateControls } from './controls.js';
 import { h, newClientId } from './dom.js';
 import { ui } from './elements.js';
-import { isBusy, state } from './state.js';
+import { state } from './state.js';
 import { confirmUserBubble, createUserBubble, withAutoScroll } from './transcript.js';
+import { canSendNow, whileBusy } from './while-busy.js';
 
 const INPUT_MAX_HEIGHT_PX = 200;
 
@@ -21,7 +21,7 @@ const INPUT_MAX_HEIGHT_PX = 200;
 // is marked "not sent" rather than left waiting for an acknowledgement that never comes.
 const MESSAGE_REFUSALS = new Set([
   'message_too_large', 'response_in_progress', 'rate_limited', 'invalid_event', 'invalid_json',
-  'usage_limit_exceeded',
+  'usage_limit_exceeded', 'queue_full',
 ]);
 
 // `error` frames that mean "nothing stored yet, send the same message again shortly": the
@@ -37,9 +37,11 @@ const resend = {
 
 function sendUserMessage() {
   const text = ui.input.value.trim();
-  if (!text || isBusy()) return;
+  if (!text || !canSendNow()) return;
   hideError();
-  const message = { id: newClientId(), text, el: createUserBubble(text, { pending: true }) };
+  const message = {
+    id: newClientId(), text, whileBusy: whileBusy(), el: createUserBubble(text, { pending: true }),
+  };
   withAutoScroll(() => ui.transcript.append(message.el), true);
   state.pending.set(message.id, message);
   ui.input.value = '';
@@ -49,7 +51,10 @@ function sendUserMessage() {
 }
 
 function sendMessageFrame(message) {
-  sendFrame({ type: 'user.message', text: message.text, id: message.id });
+  const frame = { type: 'user.message', text: message.text, id: message.id };
+  // `reject` is the server's default: version 1's frame, unchanged.
+  if (message.whileBusy && message.whileBusy !== 'reject') frame.while_busy = message.whileBusy;
+  sendFrame(frame);
 }
 
 /** Sends now when connected; otherwise connects, and session.ready sends it. */
@@ -68,19 +73,26 @@ export function resendStored(event) {
   sendMessageFrame(event);
 }
 
-/** The server stored our pending message `frame.id`; false when it is not one of ours. */
+/** The server stored our pending message `frame.id`: its bubble, or null when it is not ours. */
 export function acknowledgeMessage(frame) {
   const message = state.pending.get(frame.id);
-  if (!message) return false;
+  if (!message) return null;
   state.pending.delete(frame.id);
   resend.attempt = 0; // the outage is over: the next one starts again from the shortest wait
   confirmUserBubble(message.el, frame);
-  return true;
+  return message.el;
+}
+
+/** A message of ours is on its way to interrupt the running answer: that answer's end is
+ * the interruption, and messages queued before keep waiting. */
+export function interruptPending() {
+  return Array.from(state.pending.values()).some((message) => message.whileBusy === 'interrupt');
 }
 
 /** An `error` frame: resend the message in flight later, or mark it not sent (`reason`). */
 export function onMessageError(code, reason) {
-  // Error frames carry no message id; only one message is ever in flight, so it is that one.
+  // Error frames carry no message id; the server answers frames in order, so it is the oldest
+  // message still waiting for its acknowledgement.
   const inFlight = state.pending.values().next().value;
   if (!inFlight) return;
   if (RESEND_LATER.has(code)) scheduleResend();
@@ -109,7 +121,7 @@ function markNotSent(message, reason) {
 }
 
 function retry(message, note) {
-  if (isBusy()) {
+  if (!canSendNow()) {
     showError('Wait for the current answer to finish (or cancel it), then retry.');
     return;
   }
@@ -117,6 +129,7 @@ function retry(message, note) {
   note.remove();
   message.el.dataset.state = 'pending';
   message.el.classList.add('pending');
+  message.whileBusy = whileBusy();
   state.pending.set(message.id, message);
   deliver(message);
   updateControls();

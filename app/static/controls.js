@@ -4,7 +4,14 @@
  */
 
 import { ui } from './elements.js';
-import { isBusy, state } from './state.js';
+import { state } from './state.js';
+import { canSendNow, whileBusy } from './while-busy.js';
+
+const BUSY_HINTS = {
+  reject: 'Answering… press Esc or Cancel to stop it',
+  enqueue: 'Answering… Send queues your message · Esc or Cancel stops the answer',
+  interrupt: 'Answering… Send stops this answer and sends yours · Esc or Cancel stops it',
+};
 
 /** Shows the connection phase (with a detail such as "next try in 2 s") and the model. */
 export function showStatus(phase, detail = '') {
@@ -19,10 +26,10 @@ export function updateControls() {
   ui.connect.disabled = state.phase !== 'disconnected';
   ui.disconnect.disabled = state.phase === 'disconnected';
   ui.cancel.disabled = !(connected && state.active && !state.active.cancelling);
-  // One message at a time: the server refuses a second one while a response runs.
-  ui.send.disabled = isBusy();
+  // By default one message at a time: the server refuses a second one while a response runs.
+  ui.send.disabled = !canSendNow();
   ui.hint.textContent = state.active
-    ? 'Answering… press Esc or Cancel to stop it'
+    ? BUSY_HINTS[whileBusy()]
     : 'Enter sends · Shift+Enter adds a new line';
 }
 

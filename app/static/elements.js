@@ -17,6 +17,7 @@ export function findElements() {
     transcript: byTestId('transcript'),
     input: byTestId('message-input'),
     send: byTestId('send'),
+    whileBusy: byTestId('while-busy'),
     cancel: byTestId('cancel'),
     error: byTestId('error'),
     tokenForm: byTestId('token-form'),

@@ -16,13 +16,16 @@ export const state = {
   pending: new Map(), // composer.js: client id -> {id, text, el}: sent (or to send), not yet acknowledged
   awaitingResponse: false, // frames.js: acknowledged a message, its response.started not yet here
   active: null, // transcript.js: {id, el, view, cancelling}: the response streaming now
+  // frames.js: messages stored with `queued: true` whose answer has not started, oldest first,
+  // as {el, note} (their bubble and its "queued" note)
+  queued: [],
 };
 
 /**
- * An answer runs, or a message of ours waits for its acknowledgement or its answer.
- * While busy the page sends nothing new: the server refuses a second message (the `while_busy`
- * setting of protocol 1.1 would change what Send does here).
+ * An answer runs, or a message waits for its acknowledgement or its answer. While busy, what
+ * Send does is the `while_busy` setting's (while-busy.js): by default it waits.
  */
 export function isBusy() {
-  return Boolean(state.active) || state.pending.size > 0 || state.awaitingResponse;
+  return Boolean(state.active) || state.pending.size > 0 || state.awaitingResponse
+    || state.queued.length > 0;
 }

@@ -1,8 +1,8 @@
 /*
  * Tool calls as collapsible cards: name (and, for an MCP tool, its server), arguments, result or
  * error, and how long the tool took. Cards are built here; transcript.js places them.
- * The card's `data-state` (running, ok, failed) is where a call awaiting approval would be one
- * more state.
+ * The card's `data-state`: running, awaiting-approval (approvals.js adds the approval panel),
+ * ok, failed.
  */
 
 import { h, parseTime, prettyJson } from './dom.js';

@@ -10,6 +10,9 @@ import { ui } from './elements.js';
 import { MarkdownStream } from './markdown.js';
 import { state } from './state.js';
 import {
+  closeApprovalWithResult, forgetApprovals, showApprovalRequest,
+} from './approvals.js';
+import {
   completeToolCard, createToolCard, forgetToolCards, toolCardFor,
 } from './tool-cards.js';
 
@@ -47,7 +50,31 @@ export function createUserBubble(text, { pending = false, seq, created_at: creat
 
 /** A message the server stored (a live acknowledgement or a replayed event), at the end. */
 export function appendUserMessage(frame) {
-  withAutoScroll(() => ui.transcript.append(createUserBubble(frame.text, frame)));
+  const bubble = createUserBubble(frame.text, frame);
+  withAutoScroll(() => ui.transcript.append(bubble));
+  return bubble;
+}
+
+/** A message stored with `queued: true`: marked queued until its answer starts. */
+export function markQueued(bubble) {
+  bubble.dataset.state = 'queued';
+  const note = h('div', { class: 'msg-note queued-note', testid: 'queued-note' },
+    'Queued: answered once the answers before it are done');
+  withAutoScroll(() => bubble.after(note));
+  state.queued.push({ el: bubble, note });
+}
+
+/** The oldest queued message's answer starts: it is no longer queued. */
+export function unqueueOldest() {
+  const entry = state.queued.shift();
+  if (!entry) return;
+  entry.el.dataset.state = 'sent';
+  entry.note.remove();
+}
+
+/** Messages still queued go after the answer that just started, as the model reads them. */
+function moveQueuedToEnd() {
+  for (const { el, note } of state.queued) ui.transcript.append(el, note);
 }
 
 /** Our pending message was stored: it is sent now. */
@@ -84,6 +111,7 @@ function createAssistantBubble(responseId) {
 /** A response started: its bubble streams from now on. */
 export function startAnswer(responseId) {
   state.active = createAssistantBubble(responseId);
+  withAutoScroll(moveQueuedToEnd);
   updateControls();
 }
 
@@ -158,7 +186,15 @@ export function addToolCard(call, { timed = true } = {}) {
 export function fillToolCard(result) {
   // A result whose call this page never saw still gets a card, without a duration.
   const card = toolCardFor(result.call_id) || addToolCard(result, { timed: false });
+  closeApprovalWithResult(result);
   completeToolCard(card, result);
+}
+
+/** A `tool.approval_requested` on its call's card (protocol 1.1); `pending`: it still waits
+ * for an answer, so the card offers Approve / Deny. */
+export function addApprovalRequest(request, { pending }) {
+  const card = toolCardFor(request.call_id) || addToolCard(request);
+  withAutoScroll(() => showApprovalRequest(card, request, { pending }));
 }
 
 // ------------------------------------------------------------------ emptying
@@ -166,6 +202,8 @@ export function fillToolCard(result) {
 /** Empties the transcript but keeps messages still waiting to be sent. */
 export function clearTranscript() {
   forgetToolCards();
+  forgetApprovals();
+  state.queued = [];
   state.active = null;
   state.lastSeq = 0;
   ui.transcript.replaceChildren(...Array.from(state.pending.values(), (message) => message.el));
