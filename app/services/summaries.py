@@ -23,6 +23,7 @@ from app.services.context import estimate_tokens
 from app.services.history import current_events
 from app.services.llm.base import ChatMessage, LLMError, LLMProvider, complete_text
 from app.services.metrics import Metrics
+from app.services.storable import storable_text
 from app.services.supervisor import TaskSupervisor
 from app.services.tracing import Tracing
 
@@ -119,7 +120,8 @@ async def summarize_in_parts(
         text = await complete_text(provider, _prompt(instructions, summary, part), model=model)
         if not text.strip():
             raise LLMError(ErrorCode.LLM_ERROR, "the model returned an empty summary")
-        summary = text.strip()
+        # Model output, stored as the summary, title or rolling summary: storable on every store.
+        summary = storable_text(text.strip())
     return summary or ""
 
 

@@ -15,7 +15,13 @@ import pytest
 from app.services.storable import REPLACEMENT
 from tests.conftest import StartServer
 from tests.database.conftest import throwaway_database
-from tests.fakes.groq_server import FakeGroq, hold_reply, text_reply, tool_call_reply
+from tests.fakes.groq_server import (
+    FakeGroq,
+    error_reply,
+    hold_reply,
+    text_reply,
+    tool_call_reply,
+)
 from tests.support.logs import captured_logs
 from tests.support.rest import get_events, get_session, wait_for_session
 from tests.support.server import RunningServer
@@ -94,6 +100,45 @@ async def test_model_output_the_database_refuses_is_stored_as_streamed(
     assert events[3]["text"] == done["text"]
     assert call["arguments"] == {"expression": "1+1", f"note{REPLACEMENT}": f"nul{REPLACEMENT}here"}
     assert events[1]["arguments"] == call["arguments"]
+
+
+async def test_an_upstream_error_message_the_database_refuses_is_stored_as_sent(
+    database: str, start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = on_postgres(start_server, database)
+    fake_groq.script(error_reply(400, code="bad_request", message="echo nul\x00here"))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        done = (await client.ask("go", message_id="m1"))[-1]
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            await wait_for_session(http, session_id, lambda s: s["event_count"] == 2)
+            events = await get_events(http, session_id)
+        # The session goes on: its writer was not refused.
+        await client.speak(lambda: fake_groq.script(text_reply("fine")))
+    assert done["status"] == "failed"
+    assert done["error"]["message"] == f"bad_request: echo nul{REPLACEMENT}here"
+    assert events[1]["error"] == done["error"]
+
+
+async def test_summaries_and_titles_the_database_would_refuse_are_stored_repaired(
+    database: str, start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = on_postgres(
+        start_server, database, summary_model="odd-summary", title_model="odd-title"
+    )
+    fake_groq.answer_model("odd-summary", text_reply("a nul\x00summary"))
+    fake_groq.answer_model("odd-title", text_reply("A nul\x00title"))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        await client.speak(lambda: fake_groq.script(text_reply("Hi.")))
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        await wait_for_session(http, session_id, lambda s: s["title"] is not None)
+        session = await wait_for_session(
+            http, session_id, lambda s: s["summary_status"] in {"done", "failed"}
+        )
+    assert session["summary_status"] == "done"
+    assert session["summary"] == f"a nul{REPLACEMENT}summary"
+    assert session["title"] == f"A nul{REPLACEMENT}title"
 
 
 async def _steal_lease(admin: asyncpg.Connection, session_id: str) -> None:

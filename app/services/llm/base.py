@@ -10,6 +10,7 @@ from typing import Literal, NotRequired, Protocol, TypedDict
 from pydantic import JsonValue
 
 from app.protocol import ErrorCode
+from app.services.storable import storable_text
 
 # ---------------------------------------------------------------- messages (OpenAI chat format)
 
@@ -120,6 +121,9 @@ class LLMError(Exception):
         upstream_code: str | None = None,
         upstream_status: int | None = None,
     ) -> None:
+        # Upstream error texts end up in stored `assistant.message` events: storable like any
+        # model output (docs/reliability.md).
+        message = storable_text(message)
         super().__init__(message)
         self.code = code
         self.message = message
