@@ -20,7 +20,7 @@ from app.database.postgres import (
     PostgresStore,
     uses_statement_cache,
 )
-from app.database.supabase import SupabaseStore
+from app.database.supabase import INSERT_ROWS, SupabaseStore
 from app.services.runtime import start_runtime
 from app.settings import Settings
 from tests.conftest import StartServer
@@ -317,6 +317,24 @@ async def test_an_append_refused_by_the_gateway_is_retryable_and_stores_once_aga
         user_message(1, "hi"),
         assistant_message(2, "yo"),
     ]
+
+
+async def test_a_batch_of_several_rest_calls_failing_halfway_is_completed_once_by_a_retry(
+    rest_store: SupabaseStore, fake_postgrest: FakePostgrest
+) -> None:
+    record, lease = await leased_session(rest_store)
+    count = INSERT_ROWS + 200  # two calls of `append_session_events`
+    rows = rows_of(lease, *(user_message(seq, f"m{seq}") for seq in range(1, count + 1)))
+    fake_postgrest.fail_next(502, {"message": "Bad gateway"}, after=1)  # the second call
+    with pytest.raises(StoreError) as caught:
+        await rest_store.events.append(rows)
+    assert caught.value.retryable is True
+    assert [e.seq for e in await rest_store.events.read(record.id)] == list(
+        range(1, INSERT_ROWS + 1)
+    )
+    await rest_store.events.append(rows)  # the writer's retry: the stored half is skipped
+    assert await rest_store.events.read(record.id) == [row.event for row in rows]
+    assert (await rest_store.sessions.get(record.id)).event_count == count  # type: ignore[union-attr]
 
 
 async def test_a_lost_lease_over_rest_names_its_session(rest_store: SupabaseStore) -> None:

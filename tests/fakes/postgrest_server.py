@@ -338,7 +338,8 @@ class FakePostgrest:
         self.port = _free_port()
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
-        self._failures: list[tuple[int, dict[str, Any]]] = []
+        # Each: how many requests still run before it, its status, its body.
+        self._failures: list[tuple[int, int, dict[str, Any]]] = []
         self._pool: asyncpg.Pool | None = None
         self._types: dict[str, dict[str, str]] = {}
         app = Starlette(
@@ -359,9 +360,10 @@ class FakePostgrest:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail_next(self, status: int, body: dict[str, Any]) -> None:
-        """Answer the next request with this error instead of running it."""
-        self._failures.append((status, body))
+    def fail_next(self, status: int, body: dict[str, Any], *, after: int = 0) -> None:
+        """Answer the next request (or the one after `after` more have run) with this error
+        instead of running it."""
+        self._failures.append((after, status, body))
 
     def assert_clean(self) -> None:
         """Fail the test if our store sent a request the expectations forbid."""
@@ -426,8 +428,10 @@ class FakePostgrest:
             # What Supabase's gateway answers for a wrong key: no PostgREST code in the body.
             return _json({"message": "Invalid API key", "hint": "Double check your key."}, 401)
         if self._failures:
-            status, body = self._failures.pop(0)
-            return _json(body, status)
+            after, status, body = self._failures.pop(0)
+            if after == 0:
+                return _json(body, status)
+            self._failures.insert(0, (after - 1, status, body))
         try:
             check_request(recorded, self.key)
             return await run(recorded)
