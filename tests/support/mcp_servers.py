@@ -21,10 +21,8 @@ import httpx
 from tests.support.server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EVERYTHING_JS = (
-    REPO_ROOT
-    / "tests/mcp/servers/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
-)
+NPM_SERVERS = REPO_ROOT / "tests/mcp/servers"
+EVERYTHING_JS = NPM_SERVERS / "node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 _START_TIMEOUT_S = 15.0
 
 
@@ -47,6 +45,18 @@ def everything_stdio(**options: Any) -> dict[str, Any]:
     return {"command": "node", "args": [str(EVERYTHING_JS), "stdio"], **options}
 
 
+def everything_npx(**options: Any) -> dict[str, Any]:
+    """The everything server behind `npx`, as teams often configure servers: the server is a
+    grandchild of the app (npm exec, then a shell, then node), not its child."""
+    _require_everything()
+    return {
+        "command": "npx",
+        "args": ["--no-install", "mcp-server-everything", "stdio"],
+        "cwd": str(NPM_SERVERS),  # its node_modules has the server's bin
+        **options,
+    }
+
+
 def write_config(path: Path, servers: dict[str, dict[str, Any]]) -> str:
     """An `MCP_CONFIG` file of these servers; its path."""
     path.write_text(json.dumps({"mcpServers": servers}))
@@ -66,6 +76,30 @@ def children_of(pid: int) -> list[int]:
         # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
         fields = stat.rsplit(")", 1)[1].split()
         if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    """The children of `pid`, their children, and so on."""
+    found = []
+    for child in children_of(pid):
+        found += [child, *descendants_of(child)]
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of the process group `pgid` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
             found.append(int(entry.name))
     return found
 

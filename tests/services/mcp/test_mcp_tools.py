@@ -20,6 +20,7 @@ from tests.support.mcp_servers import (
     everything_http,
     everything_http_on,
     everything_stdio,
+    group_members,
     is_alive,
     loopback_http,
     time_server,
@@ -219,14 +220,25 @@ async def test_a_server_killed_mid_call_is_an_error_then_restarted(
     assert result["error"].startswith("MCP server 'everything'")
     assert frames[-1]["status"] == "completed"
 
-    await wait_ready(server, "everything", restarts=1)
+    health = await wait_ready(server, "everything", restarts=1)
     assert _everything_children() != [child]
+    async with loopback_http(server.http_url) as http:
+        metrics = (await http.get("/metrics")).text
+    restarts = health["everything"]["restarts"]
+    assert f'chat_mcp_server_restarts{{server="everything"}} {restarts:.1f}' in metrics
+    assert 'chat_mcp_server_up{server="everything"} 1.0' in metrics
     fake_groq.script(tool_call_reply(("everything__get-sum", {"a": 1, "b": 1})), text_reply("2"))
     async with server.connect() as client:
         await client.ready()
         frames = await client.ask("add")
     assert _by_name(frames, "tool.result")["everything__get-sum"]["ok"] is True
     assert not is_alive(child)
+
+    async def group_gone() -> bool:
+        return not group_members(child)
+
+    # The launcher's watcher of the killed server went with it (docs/tools.md).
+    await wait_until(group_gone, 5, what="the killed server's process group to end")
 
 
 async def test_a_server_that_fails_at_start_does_not_stop_the_app(
