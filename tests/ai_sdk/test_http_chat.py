@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -362,6 +363,33 @@ async def test_a_message_while_an_answer_runs_is_refused_with_409(
         await reading
     assert second.status_code == 409
     assert second.json()["code"] in ("session_busy", "response_in_progress")
+
+
+async def test_a_message_over_the_owners_usage_limit_is_refused_with_429_and_no_model_call(
+    start_server: StartServer, fake_groq: FakeGroq
+) -> None:
+    server = start_server(owner_tokens_per_day=1)
+    fake_groq.script(text_reply("the only answer today"))
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        assert (await send(http, "chatLimit", "first", "l1")).text() == "the only answer today"
+
+        async def counted() -> bool:
+            return bool((await http.get("/api/usage")).json()["tokens_today"]["used"] > 1)
+
+        await wait_until(counted, what="the answer's tokens to be counted")
+        refused = await http.post(
+            "/api/chat", json=chat_body("chatLimit", user_message("one more", "l2"))
+        )
+        events = await get_events(http, derived_session_id("chatLimit", None))
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "usage_limit_exceeded"
+    assert "resets at" in refused.json()["detail"]
+    assert datetime.fromisoformat(refused.json()["resets_at"]) == datetime(
+        tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC
+    )
+    assert len(fake_groq.requests) == 1  # the refused message never reached the model
+    assert [e["type"] for e in events] == ["user.message", "assistant.message"]
 
 
 @pytest.mark.parametrize(

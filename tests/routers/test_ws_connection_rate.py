@@ -4,13 +4,18 @@ names the client only when the peer is one of TRUSTED_PROXIES."""
 
 from __future__ import annotations
 
+import asyncio
 from ipaddress import ip_network
+from pathlib import Path
 
 import httpx
+from websockets.asyncio.client import connect
 
 from app.routers.client_address import client_address
 from tests.conftest import StartServer
-from tests.support.client import Frame
+from tests.fakes.groq_server import FakeGroq
+from tests.support.client import Frame, WsClient
+from tests.support.process import ServerProcess, fake_groq_env
 from tests.support.server import RunningServer
 
 LOOPBACK = "127.0.0.1"
@@ -51,6 +56,26 @@ async def test_forwarded_for_counts_only_from_a_trusted_proxy(start_server: Star
     assert (await _first_frame(untrusted, "198.51.100.1"))["type"] == "session.ready"
     second = await _first_frame(untrusted, "198.51.100.2")
     assert second.get("code") == "rate_limited", second
+
+
+async def test_python_m_app_serve_leaves_forwarded_for_to_trusted_proxies(
+    tmp_path: Path, fake_groq: FakeGroq
+) -> None:
+    # uvicorn alone would take X-Forwarded-For from 127.0.0.1 (its default
+    # --forwarded-allow-ips): the production entry point turns that off.
+    env = fake_groq_env(fake_groq.base_url, database_url=f"sqlite:///{tmp_path}/a.db", grace_s=1)
+    server = ServerProcess({**env, "CONNECTIONS_PER_MINUTE_PER_IP": "1"}, tmp_path, serve=True)
+    await asyncio.to_thread(server.start)
+    frames = []
+    try:
+        for forwarded_for in ("198.51.100.1", "198.51.100.2"):
+            headers = {"X-Forwarded-For": forwarded_for}
+            async with connect(server.ws_url, additional_headers=headers) as connection:
+                frames.append(await WsClient(connection).recv())
+    finally:
+        server.stop()
+    assert frames[0]["type"] == "session.ready"
+    assert frames[1].get("code") == "rate_limited", frames[1]
 
 
 def test_the_client_is_the_nearest_untrusted_hop() -> None:
