@@ -1,0 +1,485 @@
+"""Protocol 1.1 tool approval, on SQLite and PostgreSQL: a call that needs the person's answer
+is announced and waits; approved it runs, denied (or timed out, or cancelled) the model reads
+why; a pending approval outlives its connection and the process."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.fakes.groq_server import FakeGroq, ToolCallSpec, text_reply, tool_call_reply
+from tests.routers.conftest import BootServer, RestClient
+from tests.support.client import Frame, WsClient, types_of
+from tests.support.rest import get_session
+from tests.support.stored import (
+    assert_history_valid,
+    chat_roles,
+    ends_with,
+    plan_of,
+    stored_events,
+)
+
+# Grace Hopper (456) is on the free plan in the demo profiles; Ada Lovelace (123) on pro.
+TEAM_456 = ToolCallSpec("update_user_plan", {"user_id": "456", "plan": "team"}, id="call_team")
+FREE_123 = ToolCallSpec("update_user_plan", {"user_id": "123", "plan": "free"}, id="call_free")
+
+
+async def ask_until_approval(client: WsClient, text: str = "put 456 on team") -> list[Frame]:
+    """Send a message; return its frames through the (last) `tool.approval_requested`."""
+    await client.send({"type": "user.message", "text": text})
+    return await client.recv_until("tool.approval_requested")
+
+
+async def answer(
+    client: WsClient, call_id: str, *, approved: bool, reason: str | None = None
+) -> Frame:
+    """Send an answer; return the next frame (its acknowledgement or an error)."""
+    frame: dict[str, Any] = {"type": "tool.approval", "call_id": call_id, "approved": approved}
+    if reason is not None:
+        frame["reason"] = reason
+    await client.send(frame)
+    return await client.recv()
+
+
+async def settled(client: WsClient) -> None:
+    """Every frame the server sent before now has been read (`pong` answers in order)."""
+    await client.send({"type": "ping"})
+    assert (await client.recv())["type"] == "pong"
+
+
+def tool_messages(fake_groq: FakeGroq, request: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = fake_groq.requests[request].body["messages"]
+    return [m for m in messages if m["role"] == "tool"]
+
+
+async def test_an_approval_request_follows_its_call_is_stored_and_the_tool_waits(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    server = boot()
+    fake_groq.script(tool_call_reply(TEAM_456), text_reply("Done."))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        frames = await ask_until_approval(client)
+        assert types_of(frames) == [
+            "user.message",
+            "response.started",
+            "tool.call",
+            "tool.approval_requested",
+        ]
+        call, requested = frames[2], frames[3]
+        assert requested == {
+            "type": "tool.approval_requested",
+            "seq": call["seq"] + 1,
+            "response_id": frames[1]["response_id"],
+            "call_id": "call_team",
+            "name": "update_user_plan",
+            "arguments": {"user_id": "456", "plan": "team"},
+            "expires_at": requested["expires_at"],
+            "created_at": requested["created_at"],
+        }
+        expires_in = datetime.fromisoformat(requested["expires_at"]) - datetime.now(UTC)
+        assert 590 < expires_in.total_seconds() <= 600  # TOOL_APPROVAL_TIMEOUT_S's default
+        events = await stored_events(rest(server), session_id, ends_with("tool.approval_requested"))
+        assert events[-1] == requested
+        assert await plan_of(server, "456") == "free"  # not run
+        await settled(client)
+        assert len(fake_groq.requests) == 1  # the model waits too
+        assert (await answer(client, "call_team", approved=True))["type"] == "tool.approval"
+        await client.recv_until("response.done")
+
+
+async def test_an_approved_call_is_acknowledged_then_runs(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    server = boot()
+    fake_groq.script(tool_call_reply(TEAM_456), text_reply("Done."))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        requested = (await ask_until_approval(client))[-1]
+        ack = await answer(client, "call_team", approved=True)
+        frames = await client.recv_until("response.done")
+    assert ack == {
+        "type": "tool.approval",
+        "seq": requested["seq"] + 1,
+        "response_id": requested["response_id"],
+        "call_id": "call_team",
+        "approved": True,
+        "reason": None,
+        "created_at": ack["created_at"],
+    }
+    assert types_of(frames) == ["tool.result", "response.delta", "response.done"]
+    result = frames[0]
+    assert (result["seq"], result["ok"]) == (ack["seq"] + 1, True)
+    assert result["result"] == {"user_id": "456", "plan": "team", "previous_plan": "free"}
+    assert frames[-1]["status"] == "completed"
+    assert await plan_of(server, "456") == "team"
+    events = await stored_events(rest(server), session_id, ends_with("assistant.message"))
+    assert types_of(events) == [
+        "user.message",
+        "tool.call",
+        "tool.approval_requested",
+        "tool.approval",
+        "tool.result",
+        "assistant.message",
+    ]
+    assert events[3] == ack
+    assert tool_messages(fake_groq, 1) == [
+        {
+            "role": "tool",
+            "tool_call_id": "call_team",
+            "content": '{"user_id":"456","plan":"team","previous_plan":"free"}',
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "error"),
+    [(None, "denied by the user"), ("too expensive", "denied by the user: too expensive")],
+)
+async def test_a_denied_call_does_not_run_and_the_model_reads_why(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq, reason: str | None, error: str
+) -> None:
+    server = boot()
+    fake_groq.script(tool_call_reply(TEAM_456), text_reply("As you wish."))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        await ask_until_approval(client)
+        ack = await answer(client, "call_team", approved=False, reason=reason)
+        frames = await client.recv_until("response.done")
+    assert (ack["type"], ack["approved"], ack["reason"]) == ("tool.approval", False, reason)
+    result = frames[0]
+    assert result["type"] == "tool.result"
+    assert (result["ok"], result["error"]) == (False, error)
+    assert "result" not in result
+    assert frames[-1]["status"] == "completed"
+    assert await plan_of(server, "456") == "free"
+    assert tool_messages(fake_groq, 1) == [
+        {"role": "tool", "tool_call_id": "call_team", "content": f'{{"error":"{error}"}}'}
+    ]
+    events = await stored_events(rest(server), session_id, ends_with("assistant.message"))
+    assert events[3] == ack
+    assert events[4] == result
+
+
+async def test_answers_for_calls_not_pending_are_refused_and_a_repeat_is_acknowledged_again(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    server = boot()
+    fake_groq.script(tool_call_reply(TEAM_456), text_reply("Done."))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        await ask_until_approval(client)
+        unknown = await answer(client, "call_nobody", approved=True)
+        ack = await answer(client, "call_team", approved=True, reason="fine")
+        await client.recv_until("response.done")
+        http = rest(server)
+        before = await stored_events(http, session_id, ends_with("assistant.message"))
+        changed = await answer(client, "call_team", approved=False)
+        changed_reason = await answer(client, "call_team", approved=True)
+        again = await answer(client, "call_team", approved=True, reason="fine")
+        await settled(client)
+    for refused in (unknown, changed, changed_reason):
+        assert refused["type"] == "error", refused
+        assert (refused["code"], refused["retryable"]) == ("approval_not_pending", False)
+    assert again == ack  # the stored event, the same seq
+    assert await stored_events(http, session_id) == before  # nothing stored
+    assert len(fake_groq.requests) == 2
+
+
+async def test_while_an_approval_is_pending_the_response_is_in_progress_and_can_be_cancelled(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    server = boot()
+    fake_groq.script(tool_call_reply(TEAM_456))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        started = (await ask_until_approval(client))[1]
+        await client.send({"type": "user.message", "text": "and another thing"})
+        busy = await client.recv()
+        await client.send({"type": "response.cancel"})
+        frames = await client.recv_until("response.done")
+        late = await answer(client, "call_team", approved=True)
+    assert (busy["type"], busy["code"]) == ("error", "response_in_progress")
+    assert types_of(frames) == ["tool.result", "response.done"]
+    result, done = frames
+    assert (result["call_id"], result["ok"], result["error"]) == ("call_team", False, "cancelled")
+    assert (done["response_id"], done["status"]) == (started["response_id"], "cancelled")
+    assert done["finish_reason"] == "cancelled"
+    assert (late["type"], late["code"]) == ("error", "approval_not_pending")
+    events = await stored_events(rest(server), session_id, ends_with("assistant.message"))
+    assert types_of(events) == [
+        "user.message",
+        "tool.call",
+        "tool.approval_requested",
+        "tool.result",
+        "assistant.message",
+    ]
+    assert events[-1]["status"] == "cancelled"
+    assert await plan_of(server, "456") == "free"
+
+
+async def test_tools_require_approval_names_tools_by_glob(
+    boot: BootServer, fake_groq: FakeGroq
+) -> None:
+    server = boot(tools_require_approval=["calc*"])
+    fake_groq.script(
+        tool_call_reply(
+            ToolCallSpec("calculate", {"expression": "6 * 7"}, id="call_calc"),
+            ToolCallSpec("get_current_time", {"timezone": "UTC"}, id="call_time"),
+        ),
+        text_reply("42"),
+    )
+    async with server.connect() as client:
+        await client.ready()
+        frames = await ask_until_approval(client, "six times seven, and the time")
+        await settled(client)  # nothing more: the whole round waits for the answer
+        ack = await answer(client, "call_calc", approved=True)
+        rest_of_it = await client.recv_until("response.done")
+    requested = [f for f in frames if f["type"] == "tool.approval_requested"]
+    assert [f["call_id"] for f in requested] == ["call_calc"]  # get_current_time matches not
+    assert ack["type"] == "tool.approval"
+    results = {f["call_id"]: f for f in rest_of_it if f["type"] == "tool.result"}
+    assert results["call_calc"]["result"] == {"expression": "6 * 7", "result": "42"}
+    assert results["call_time"]["ok"] is True
+
+
+async def test_an_unanswered_approval_times_out_and_the_model_goes_on(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    server = boot(tool_approval_timeout_s=1)
+    fake_groq.script(tool_call_reply(TEAM_456), text_reply("It timed out."))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        requested = (await ask_until_approval(client))[-1]
+        frames = await client.recv_until("response.done")
+        late = await answer(client, "call_team", approved=True)
+    expires_in = datetime.fromisoformat(requested["expires_at"]) - datetime.now(UTC)
+    assert expires_in.total_seconds() <= 0
+    assert types_of(frames) == ["tool.result", "response.delta", "response.done"]
+    assert (frames[0]["ok"], frames[0]["error"]) == (False, "approval timed out")
+    assert frames[-1]["status"] == "completed"
+    assert (late["type"], late["code"]) == ("error", "approval_not_pending")
+    assert tool_messages(fake_groq, 1)[0]["content"] == '{"error":"approval timed out"}'
+    events = await stored_events(rest(server), session_id, ends_with("assistant.message"))
+    assert "tool.approval" not in types_of(events)
+    assert await plan_of(server, "456") == "free"
+
+
+async def test_a_pending_approval_outlives_its_connection_and_can_be_answered_after_a_resume(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    server = boot()
+    fake_groq.script(tool_call_reply(TEAM_456), text_reply("Done."))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        frames = await ask_until_approval(client)
+    async with server.connect(f"session_id={session_id}") as client:
+        ready = await client.ready()
+        ack = await answer(client, "call_team", approved=True)
+        rest_of_it = await client.recv_until("response.done")
+    assert ready["events"][-1] == frames[-1]  # the stored approval request
+    assert ready["pending_approvals"] == ["call_team"]
+    assert ready["live_response"] == {"response_id": frames[1]["response_id"], "text": ""}
+    assert ack["type"] == "tool.approval"
+    assert types_of(rest_of_it) == ["tool.result", "response.delta", "response.done"]
+    assert rest_of_it[-1]["response_id"] == frames[1]["response_id"]  # the same response
+    assert rest_of_it[0]["ok"] is True
+    assert await plan_of(server, "456") == "team"
+    events = await stored_events(rest(server), session_id, ends_with("assistant.message"))
+    assert_history_valid(events)
+
+
+async def test_a_pending_approval_left_alone_times_out_with_nobody_connected(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    server = boot(tool_approval_timeout_s=1)
+    fake_groq.script(tool_call_reply(TEAM_456), text_reply("Nobody answered."))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        await ask_until_approval(client)
+    events = await stored_events(rest(server), session_id, ends_with("assistant.message"))
+    async with server.connect(f"session_id={session_id}") as client:
+        ready = await client.ready()
+    assert types_of(events) == [
+        "user.message",
+        "tool.call",
+        "tool.approval_requested",
+        "tool.result",
+        "assistant.message",
+    ]
+    assert (events[3]["ok"], events[3]["error"]) == (False, "approval timed out")
+    assert events[4]["text"] == "Nobody answered."
+    assert ready["events"] == events
+    assert (ready["pending_approvals"], ready["live_response"]) == ([], None)
+    assert tool_messages(fake_groq, 1)[0]["content"] == '{"error":"approval timed out"}'
+
+
+@pytest.mark.parametrize("approved", [True, False])
+async def test_a_pending_approval_outlives_the_process_and_its_answer_starts_a_new_response(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq, approved: bool
+) -> None:
+    first = boot()
+    fake_groq.script(tool_call_reply(TEAM_456))
+    async with first.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        frames = await ask_until_approval(client)
+    await asyncio.to_thread(first.stop)
+    second = boot()
+    before = await get_session(rest(second), session_id)  # from the log: the call still waits
+    fake_groq.script(text_reply("After the restart."))
+    async with second.connect(f"session_id={session_id}") as client:
+        ready = await client.ready()
+        ack = await answer(client, "call_team", approved=approved)
+        resumed = await client.recv_until("response.done")
+    assert (before["pending_approvals"], before["status"]) == (["call_team"], "idle")
+    assert ready["pending_approvals"] == ["call_team"]
+    assert ready["live_response"] is None
+    assert frames[-1] in ready["events"]
+    assert (ack["type"], ack["response_id"]) == ("tool.approval", frames[1]["response_id"])
+    assert types_of(resumed) == [
+        "response.started",
+        "tool.result",
+        "response.delta",
+        "response.done",
+    ]
+    new_id = resumed[0]["response_id"]
+    assert new_id != frames[1]["response_id"]
+    result, done = resumed[1], resumed[-1]
+    assert (result["response_id"], result["call_id"], result["ok"]) == (
+        new_id,
+        "call_team",
+        approved,
+    )
+    assert (done["response_id"], done["status"]) == (new_id, "completed")
+    assert await plan_of(second, "456") == ("team" if approved else "free")
+    events = await stored_events(rest(second), session_id, ends_with("assistant.message", 2))
+    assert_history_valid(events)
+    # The model's request after the restart: the call, then its result, then nothing else.
+    messages = fake_groq.requests[-1].body["messages"]
+    assert chat_roles(messages) == ["system", "user:put 456 on team", "assistant", "tool"]
+    assert messages[2]["tool_calls"][0]["id"] == "call_team"
+    assert messages[3]["tool_call_id"] == "call_team"
+    expected = "team" if approved else '"error":"denied by the user"'
+    assert expected in messages[3]["content"]
+
+
+async def test_the_calls_of_a_round_run_once_every_approval_is_answered(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    server = boot()
+    fake_groq.script(tool_call_reply(TEAM_456, FREE_123), text_reply("One of two."))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        await client.send({"type": "user.message", "text": "change both"})
+        frames = await client.recv_until("tool.approval_requested")
+        frames += await client.recv_until("tool.approval_requested")
+        first = await answer(client, "call_team", approved=True)
+        await settled(client)  # no tool.result came
+        assert await plan_of(server, "456") == "free"
+        second = await answer(client, "call_free", approved=False, reason="not Ada")
+        rest_of_it = await client.recv_until("response.done")
+    assert types_of(frames)[2:] == [
+        "tool.call",
+        "tool.call",
+        "tool.approval_requested",
+        "tool.approval_requested",
+    ]
+    assert (first["type"], second["type"]) == ("tool.approval", "tool.approval")
+    results = {f["call_id"]: f for f in rest_of_it if f["type"] == "tool.result"}
+    assert results["call_team"]["ok"] is True
+    assert results["call_free"]["error"] == "denied by the user: not Ada"
+    assert (await plan_of(server, "456"), await plan_of(server, "123")) == ("team", "pro")
+    events = await stored_events(rest(server), session_id, ends_with("assistant.message"))
+    assert_history_valid(events)
+
+
+async def test_the_session_lists_pending_approvals_and_counts_queued_messages(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    server = boot()
+    http = rest(server)
+    fake_groq.script(tool_call_reply(TEAM_456), text_reply("Done."), text_reply("Queued one."))
+    async with server.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        await ask_until_approval(client)
+        pending = await get_session(http, session_id)
+        await client.send({"type": "user.message", "text": "later", "while_busy": "enqueue"})
+        queued_ack = await client.recv()
+        queued = await get_session(http, session_id)
+        await answer(client, "call_team", approved=True)
+        await client.recv_until("response.done")
+        await client.recv_until("response.done")
+        after = await get_session(http, session_id)
+    assert (pending["pending_approvals"], pending["queue_length"]) == (["call_team"], 0)
+    assert queued_ack["queued"] is True
+    assert (queued["pending_approvals"], queued["queue_length"]) == (["call_team"], 1)
+    assert (after["pending_approvals"], after["queue_length"]) == ([], 0)
+
+
+async def test_an_approval_a_stopped_process_left_expires_and_the_model_goes_on(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    # Long enough for the first process to stop before the call expires.
+    first = boot(tool_approval_timeout_s=3)
+    fake_groq.script(tool_call_reply(TEAM_456))
+    async with first.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        requested = (await ask_until_approval(client))[-1]
+    await asyncio.to_thread(first.stop)
+    second = boot()
+    http = rest(second)
+    left = await stored_events(http, session_id)
+    assert "tool.result" not in types_of(left)  # still pending when the process stopped
+    assert left[-1]["finish_reason"] == "awaiting_approval"
+    await wait_until_past(datetime.fromisoformat(requested["expires_at"]))
+    assert (await get_session(http, session_id))["pending_approvals"] == []
+    fake_groq.script(text_reply("It timed out."))
+    async with second.connect(f"session_id={session_id}") as client:
+        ready = await client.ready()
+        frames = await client.recv_until("response.done")
+        late = await answer(client, "call_team", approved=True)
+    assert ready["pending_approvals"] == []
+    assert types_of(frames) == [
+        "response.started",
+        "tool.result",
+        "response.delta",
+        "response.done",
+    ]
+    assert (frames[1]["ok"], frames[1]["error"]) == (False, "approval timed out")
+    assert (late["type"], late["code"]) == ("error", "approval_not_pending")
+    events = await stored_events(http, session_id, ends_with("assistant.message", 2))
+    assert_history_valid(events)
+    assert await plan_of(second, "456") == "free"
+
+
+async def test_a_cancel_ends_an_approval_a_stopped_process_left(
+    boot: BootServer, rest: RestClient, fake_groq: FakeGroq
+) -> None:
+    first = boot()
+    fake_groq.script(tool_call_reply(TEAM_456))
+    async with first.connect() as client:
+        session_id = (await client.ready())["session_id"]
+        await ask_until_approval(client)
+    await asyncio.to_thread(first.stop)
+    second = boot()
+    async with second.connect(f"session_id={session_id}") as client:
+        await client.ready()
+        await client.send({"type": "user.message", "text": "meanwhile"})
+        busy = await client.recv()
+        await client.send({"type": "response.cancel"})
+        frames = await client.recv_until("response.done")
+    assert (busy["type"], busy["code"]) == ("error", "response_in_progress")
+    assert types_of(frames) == ["response.started", "tool.result", "response.done"]
+    assert (frames[1]["ok"], frames[1]["error"]) == (False, "cancelled")
+    assert frames[-1]["status"] == "cancelled"
+    events = await stored_events(rest(second), session_id, ends_with("assistant.message", 2))
+    assert_history_valid(events)
+    assert "meanwhile" not in [e.get("text") for e in events]
+
+
+async def wait_until_past(moment: datetime) -> None:
+    """Sleep until `moment` has passed (an expiry the test waits out)."""
+    await asyncio.sleep(max((moment - datetime.now(UTC)).total_seconds(), 0) + 0.05)
