@@ -291,7 +291,7 @@ async def test_a_message_queued_during_an_approval_reaches_the_model_after_that_
 async def test_messages_sent_while_an_approval_left_by_a_restart_waits(
     boot: BootServer, rest: RestClient, fake_groq: FakeGroq
 ) -> None:
-    first = boot()
+    first = boot(shutdown_grace_s=0.5)  # the stop cancels what still runs sooner
     call = ToolCallSpec("update_user_plan", {"user_id": "456", "plan": "team"}, id="call_team")
     fake_groq.script(tool_call_reply(call))
     async with first.connect() as client:
@@ -328,7 +328,7 @@ async def test_messages_sent_while_an_approval_left_by_a_restart_waits(
 async def test_an_interrupt_ends_an_approval_left_by_a_restart(
     boot: BootServer, rest: RestClient, fake_groq: FakeGroq
 ) -> None:
-    first = boot()
+    first = boot(shutdown_grace_s=0.5)  # the stop cancels what still runs sooner
     call = ToolCallSpec("update_user_plan", {"user_id": "456", "plan": "team"}, id="call_team")
     fake_groq.script(tool_call_reply(call))
     async with first.connect() as client:

@@ -321,7 +321,7 @@ async def test_a_pending_approval_left_alone_times_out_with_nobody_connected(
 async def test_a_pending_approval_outlives_the_process_and_its_answer_starts_a_new_response(
     boot: BootServer, rest: RestClient, fake_groq: FakeGroq, approved: bool
 ) -> None:
-    first = boot()
+    first = boot(shutdown_grace_s=0.5)  # the stop cancels what still runs sooner
     fake_groq.script(tool_call_reply(TEAM_456))
     async with first.connect() as client:
         session_id = (await client.ready())["session_id"]
@@ -423,7 +423,7 @@ async def test_an_approval_a_stopped_process_left_expires_and_the_model_goes_on(
     boot: BootServer, rest: RestClient, fake_groq: FakeGroq
 ) -> None:
     # Long enough for the first process to stop before the call expires.
-    first = boot(tool_approval_timeout_s=3)
+    first = boot(tool_approval_timeout_s=3, shutdown_grace_s=0.5)
     fake_groq.script(tool_call_reply(TEAM_456))
     async with first.connect() as client:
         session_id = (await client.ready())["session_id"]
@@ -458,7 +458,7 @@ async def test_an_approval_a_stopped_process_left_expires_and_the_model_goes_on(
 async def test_a_cancel_ends_an_approval_a_stopped_process_left(
     boot: BootServer, rest: RestClient, fake_groq: FakeGroq
 ) -> None:
-    first = boot()
+    first = boot(shutdown_grace_s=0.5)  # the stop cancels what still runs sooner
     fake_groq.script(tool_call_reply(TEAM_456))
     async with first.connect() as client:
         session_id = (await client.ready())["session_id"]
