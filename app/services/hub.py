@@ -31,6 +31,13 @@ from app.services.hub_endings import (
     Connection,
     SessionEndings,
 )
+from app.services.hub_refusals import (
+    ConnectRefused,
+    lease_refusal,
+    parse_session_id,
+    store_refusal,
+    visible_to,
+)
 from app.services.joining import RemoteJoin
 from app.services.leases import LeaseBusy, LeaseKeeper, SessionGone
 from app.services.remote_joins import JoinBusy, RemoteJoins
@@ -46,47 +53,6 @@ _LEFT_QUEUE_CLAIM_AGE_S = 0.0
 
 # What the transports use with the hub (`Connection` is defined with the endings).
 __all__ = ["ConnectRefused", "Connection", "SessionHub", "parse_session_id", "visible_to"]
-
-
-class ConnectRefused(Exception):
-    """A connection cannot be attached to a session; `code` says why."""
-
-    def __init__(self, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-
-
-def parse_session_id(raw: str) -> str | None:
-    """The canonical form of a session id, or None when it is not one."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        return None
-
-
-def visible_to(record: SessionRecord, owner: str | None) -> bool:
-    """Sessions belong to whoever made them; another owner's session does not exist for you."""
-    return record.owner == owner
-
-
-def _store_refusal(error: StoreError) -> ConnectRefused:
-    log.warning("refusing a connection: the store does not answer: %s", error)
-    return ConnectRefused(
-        ErrorCode.STORE_UNAVAILABLE, "the store does not answer; retry shortly", retryable=True
-    )
-
-
-def _lease_refusal(error: SessionGone | LeaseBusy) -> ConnectRefused:
-    if isinstance(error, SessionGone):
-        return ConnectRefused(ErrorCode.SESSION_NOT_FOUND, "no such session")
-    message = (
-        "the previous connection's response is still finishing; retry shortly"
-        if error.retryable
-        else "this session is open in another connection"
-    )
-    return ConnectRefused(ErrorCode.SESSION_BUSY, message, retryable=error.retryable)
 
 
 class SessionHub(SessionEndings):
@@ -156,7 +122,7 @@ class SessionHub(SessionEndings):
                     session_id, after_seq=after_seq, owner=owner, sink=sink
                 )
         except StoreError as e:
-            raise _store_refusal(e) from e
+            raise store_refusal(e) from e
         # A joined conversation takes the new client's token; a remote join hands it on later.
         connection.credentials = credentials
         return connection, ready
@@ -173,7 +139,7 @@ class SessionHub(SessionEndings):
         try:
             record = await self._deps.store.sessions.get(session_id)
         except StoreError as e:
-            raise _store_refusal(e) from e
+            raise store_refusal(e) from e
         if record is not None or session_id in self._live:
             return await self.connect(
                 session_id, after_seq=MAX_SEQ, owner=owner, sink=sink, credentials=credentials
@@ -469,11 +435,11 @@ class SessionHub(SessionEndings):
         try:
             return await self._leases.acquire(session_id, wait_s=wait_s)
         except (SessionGone, LeaseBusy) as e:
-            raise _lease_refusal(e) from e
+            raise lease_refusal(e) from e
 
     async def _take_lease_or_closing(self, session_id: str) -> Lease | LeaseState:
         """As `_take_lease`, but `CLOSING` instead of waiting for the other instance."""
         try:
             return await self._leases.acquire_or_closing(session_id)
         except (SessionGone, LeaseBusy) as e:
-            raise _lease_refusal(e) from e
+            raise lease_refusal(e) from e
