@@ -1,10 +1,12 @@
 """Micro-benchmark: CPU to build and send one model request, then read a one-chunk answer.
 
-``python -m bench.request_build`` calls ``GroqProvider.stream`` with a 20-message history (the
+``python -m bench.request_build`` calls ``GroqProvider.stream`` and ``OpenAIProvider.stream``
+(the one chat-completions adapter, through each vendor's SDK) with a 20-message history (the
 system prompt and 19 turns) and the three built-in tools, over an in-process HTTP transport that
-answers at once, so what is measured is our side and the SDK's, not a network. Beside it, the
-same request made the way the provider made it before: ``messages`` and ``tools`` as typed
-parameters of ``chat.completions.create``, which the SDK transforms field by field.
+answers at once, so what is measured is our side and the SDK's, not a network. Beside them: the
+request body alone (our messages to JSON bytes, ``request_body``), and the same request made
+the way the provider made it before 2026-11-26: ``messages`` and ``tools`` as typed parameters
+of ``chat.completions.create``, which the SDK transforms field by field.
 Target (issue "tail latency"): at most 1 ms of CPU per request. Not part of the test suite.
 """
 
@@ -19,8 +21,20 @@ from typing import Any, cast
 import groq
 import httpx
 
-from app.services.llm.base import ChatMessage, ToolDefinition
-from app.services.llm.groq import GroqProvider
+from app.services.llm.base import (
+    ChatMessage,
+    LLMProvider,
+    ModelRequest,
+    ModelResponse,
+    SystemPart,
+    TextPart,
+    ToolDefinition,
+    UserPart,
+)
+from app.services.llm.chat_completions import request_body
+from app.services.llm.chat_wire import wire_messages
+from app.services.llm.groq import GROQ, GroqProvider
+from app.services.llm.openai import OpenAIProvider
 from app.services.tools import DEFAULT_TOOLS, ToolRegistry
 
 _ANSWER = (
@@ -36,26 +50,31 @@ def _answer(request: httpx.Request) -> httpx.Response:
 
 def history() -> list[ChatMessage]:
     turns: list[ChatMessage] = [
-        {"role": "user", "content": f"message {i} " * 20}
+        ModelRequest([UserPart(f"message {i} " * 20)])
         if i % 2 == 0
-        else {"role": "assistant", "content": f"message {i} " * 20}
+        else ModelResponse([TextPart(f"message {i} " * 20)])
         for i in range(19)
     ]
-    return [{"role": "system", "content": "You are a helpful assistant. " * 20}, *turns]
+    return [ModelRequest([SystemPart("You are a helpful assistant. " * 20)]), *turns]
 
 
 def _http() -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.MockTransport(_answer))
 
 
-async def _via_provider(provider: GroqProvider, tools: list[ToolDefinition]) -> None:
+async def _via_provider(provider: LLMProvider, tools: list[ToolDefinition]) -> None:
     async for _ in provider.stream(history(), tools=tools):
         pass
 
 
+async def _body_only(tools: list[ToolDefinition]) -> None:
+    request_body(history(), tools, model="bench", max_completion_tokens=1024, vendor=GROQ)
+
+
 async def _via_typed_params(client: groq.AsyncGroq, tools: list[ToolDefinition]) -> None:
+    messages = wire_messages(history())
     async with client.chat.completions.with_streaming_response.create(
-        model="bench", messages=cast(Any, history()), tools=cast(Any, tools), stream=True
+        model="bench", messages=cast(Any, messages), tools=cast(Any, tools), stream=True
     ) as response:
         async for _ in response.iter_lines():
             pass
@@ -72,28 +91,32 @@ async def cpu_ms(work: Callable[[], Awaitable[None]], repeat: int) -> float:
 
 async def main(repeat: int) -> None:
     tools = ToolRegistry(DEFAULT_TOOLS).definitions()
-    provider = GroqProvider(
-        api_key="bench",
-        base_url="http://bench.invalid",
-        model="bench",
-        timeout_s=10,
-        max_retries=0,
-        max_completion_tokens=1024,
-        http_client=_http(),
+    common: dict[str, Any] = {
+        "model": "bench",
+        "timeout_s": 10,
+        "max_retries": 0,
+        "max_completion_tokens": 1024,
+    }
+    groq_provider = GroqProvider(
+        api_key="bench", base_url="http://bench.invalid", http_client=_http(), **common
+    )
+    openai_provider = OpenAIProvider(
+        api_key="bench", base_url="http://bench.invalid/v1", http_client=_http(), **common
     )
     typed = groq.AsyncGroq(api_key="bench", base_url="http://bench.invalid", http_client=_http())
     rows = []
-    for _ in range(2):  # interleaved, so a noisy moment touches both
-        rows.append(
-            ("typed params (before)", await cpu_ms(lambda: _via_typed_params(typed, tools), repeat))
-        )
-        rows.append(
+    for _ in range(2):  # interleaved, so a noisy moment touches all
+        rows += [
             (
-                "GroqProvider (extra_body)",
-                await cpu_ms(lambda: _via_provider(provider, tools), repeat),
-            )
-        )
-    await provider.aclose()
+                "typed params (SDK transform)",
+                await cpu_ms(lambda: _via_typed_params(typed, tools), repeat),
+            ),
+            ("GroqProvider", await cpu_ms(lambda: _via_provider(groq_provider, tools), repeat)),
+            ("OpenAIProvider", await cpu_ms(lambda: _via_provider(openai_provider, tools), repeat)),
+            ("request body only", await cpu_ms(lambda: _body_only(tools), repeat)),
+        ]
+    await groq_provider.aclose()
+    await openai_provider.aclose()
     await typed.close()
     print(f"CPU per request, 20 messages + {len(tools)} tools, {repeat} requests a row:")
     for name, ms in rows:

@@ -22,9 +22,11 @@ from app.services.llm.base import (
     Finished,
     LLMEvent,
     LLMProvider,
+    ModelRequest,
     StatusListener,
     TextDelta,
     ToolDefinition,
+    UserPart,
 )
 from app.services.tracing import Tracing
 
@@ -62,7 +64,7 @@ class InstantModel:
 async def turn(tracing: Tracing, provider: LLMProvider, *, requests: int) -> None:
     with tracing.response(session_id="s", owner="o", response_id="r", model="m"):
         for _ in range(requests):
-            async for _event in provider.stream([{"role": "user", "content": "hi"}]):
+            async for _event in provider.stream([ModelRequest([UserPart("hi")])]):
                 pass
         with tracing.tool_call(
             name="calculate", call_id="c", arguments={}, session_id="s", owner="o"

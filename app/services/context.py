@@ -11,13 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import assert_never
 
 import orjson
 
 from app.protocol import StoredEvent, UserMessageEvent
 from app.services.history import build_messages
-from app.services.llm.base import ChatMessage, ToolDefinition
+from app.services.llm.base import (
+    ChatMessage,
+    ModelRequest,
+    ModelResponse,
+    SystemPart,
+    TextPart,
+    ToolCallPart,
+    ToolDefinition,
+    ToolReturnPart,
+    UserPart,
+)
+
+ContentPart = SystemPart | UserPart | ToolReturnPart | TextPart
 
 BYTES_PER_TOKEN = 3
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -56,11 +68,17 @@ def estimate_tokens(text: str) -> int:
 
 
 def message_tokens(message: ChatMessage) -> int:
-    content = message.get("content") or ""
-    tokens = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(str(content))
-    for call in message.get("tool_calls", []):  # type: ignore[attr-defined]
-        tokens += estimate_tokens(call["function"]["name"] + call["function"]["arguments"])
-    return tokens
+    """Each request part is a message of its own on the wire; a response is one message."""
+    if isinstance(message, ModelRequest):
+        return sum(MESSAGE_OVERHEAD_TOKENS + estimate_tokens(p.content) for p in message.parts)
+    if isinstance(message, ModelResponse):
+        text = "".join(part.content for part in message.parts if isinstance(part, TextPart))
+        tokens = MESSAGE_OVERHEAD_TOKENS + estimate_tokens(text)
+        for part in message.parts:
+            if isinstance(part, ToolCallPart):
+                tokens += estimate_tokens(part.name + part.arguments)
+        return tokens
+    assert_never(message)
 
 
 def request_tokens(messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]) -> int:
@@ -96,11 +114,8 @@ def compose(
     recent = [event for event in events if event.seq > summary.upto_seq]
     messages = build_messages(system_prompt, recent)
     if summary.text:
-        note: ChatMessage = {
-            "role": "system",
-            "content": f"Summary of the earlier part of this conversation:\n{summary.text}",
-        }
-        messages.insert(1, note)
+        note = f"Summary of the earlier part of this conversation:\n{summary.text}"
+        messages.insert(1, ModelRequest([SystemPart(note)]))
     return messages
 
 
@@ -170,12 +185,12 @@ class ContextBudget:
     ) -> list[ChatMessage]:
         """Cut the largest contents until the request fits (a single huge turn, say)."""
         while (excess := request_tokens(messages, tools) - self.max_tokens) > 0:
-            index = max(range(len(messages)), key=lambda i: _content_bytes(messages[i]))
-            content = str(messages[index].get("content") or "")
+            largest = max(_contents(messages), key=lambda part: len(part.content.encode()))
+            content = largest.content
             cut = cut_to_fit(content, max_bytes_for(estimate_tokens(content) - excess))
             if len(cut.encode()) >= len(content.encode()):
                 raise ContextTooSmall(self.max_tokens)  # nothing left worth cutting
-            messages[index] = _with_content(messages[index], cut)
+            largest.content = cut  # the messages are compose()'s own: no one else holds them
         return messages
 
 
@@ -208,14 +223,11 @@ def _mark_bytes(count: int) -> int:
     return len(TRUNCATION_MARK.format(count=count).encode())
 
 
-def _content_bytes(message: ChatMessage) -> int:
-    return len(str(message.get("content") or "").encode())
-
-
-def _with_content(message: ChatMessage, content: str) -> ChatMessage:
-    changed = dict(message)
-    changed["content"] = content
-    return cast(ChatMessage, changed)
+def _contents(messages: Sequence[ChatMessage]) -> list[ContentPart]:
+    """The parts with a content, in order (tool calls have none)."""
+    return [
+        part for message in messages for part in message.parts if not isinstance(part, ToolCallPart)
+    ]
 
 
 class ContextTooSmall(Exception):

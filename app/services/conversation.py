@@ -50,7 +50,7 @@ from app.services.conversation_parts import (
     new_id,
 )
 from app.services.history import current_events, queued_backlog
-from app.services.llm.base import ChatMessage, LLMError, ToolDefinition
+from app.services.llm.base import ChatMessage, LLMError, LLMErrorKind, ToolDefinition
 from app.services.response_feed import ResponseFeed
 from app.services.runner import ResponseRunner
 from app.services.states import check_transition
@@ -126,7 +126,7 @@ class Conversation(WaitingWork):
                 events, self._rolling, tools, hard=hard
             )
         except ContextTooSmall as e:
-            raise LLMError(ErrorCode.LLM_ERROR, str(e)) from e
+            raise LLMError(LLMErrorKind.CONTEXT_TOO_LONG, str(e)) from e
         if rolling.upto_seq != self._rolling.upto_seq:
             self._rolling = rolling
             await self._save_rolling_summary()

@@ -24,7 +24,16 @@ from app.protocol import (
     ToolResultEvent,
     UserMessageEvent,
 )
-from app.services.llm.base import AssistantMessage, ChatMessage, ToolCallMessagePart
+from app.services.llm.base import (
+    ChatMessage,
+    ModelRequest,
+    ModelResponse,
+    SystemPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPart,
+)
 
 INTERRUPTED_TOOL_RESULT = '{"error": "the tool did not finish (interrupted)"}'
 
@@ -36,24 +45,20 @@ def tool_result_content(event: ToolResultEvent) -> str:
     return to_json({"error": event.error}).decode()
 
 
-def _call_part(event: ToolCallEvent) -> ToolCallMessagePart:
+def _call_part(event: ToolCallEvent) -> ToolCallPart:
     arguments = event.raw_arguments
     if arguments is None:
         arguments = to_json(event.arguments).decode()
-    return {
-        "id": event.call_id,
-        "type": "function",
-        "function": {"name": event.name, "arguments": arguments},
-    }
+    return ToolCallPart(call_id=event.call_id, name=event.name, arguments=arguments)
 
 
 class _MessageBuilder:
     """Accumulates messages; repairs a tool call left without a result (crash, kill, cancel)."""
 
     def __init__(self, system_prompt: str) -> None:
-        self.messages: list[ChatMessage] = [{"role": "system", "content": system_prompt}]
-        self._open_calls: dict[str, None] = {}
-        self._call_message: AssistantMessage | None = None
+        self.messages: list[ChatMessage] = [ModelRequest([SystemPart(system_prompt)])]
+        self._open_calls: dict[str, str] = {}  # call id -> tool name
+        self._call_message: ModelResponse | None = None
 
     def add(self, event: StoredEvent) -> None:
         if isinstance(event, ToolCallEvent):
@@ -62,11 +67,11 @@ class _MessageBuilder:
             self._add_result(event)
         elif isinstance(event, UserMessageEvent):
             self._close_calls()
-            self.messages.append({"role": "user", "content": event.text})
+            self.messages.append(ModelRequest([UserPart(event.text)]))
         elif isinstance(event, AssistantMessageEvent):
             self._close_calls()
             if event.text:
-                self.messages.append({"role": "assistant", "content": event.text})
+                self.messages.append(ModelResponse([TextPart(event.text)]))
         elif isinstance(event, ToolApprovalRequestedEvent | ToolApprovalEvent):
             pass  # the person's part: the model reads its outcome in the tool's result
         else:
@@ -75,25 +80,23 @@ class _MessageBuilder:
     def _add_call(self, event: ToolCallEvent) -> None:
         if self._call_message is None:
             self._close_calls()
-            self._call_message = {"role": "assistant", "content": None, "tool_calls": []}
+            self._call_message = ModelResponse([])
             self.messages.append(self._call_message)
-        self._call_message["tool_calls"].append(_call_part(event))
-        self._open_calls[event.call_id] = None
+        self._call_message.parts.append(_call_part(event))
+        self._open_calls[event.call_id] = event.name
 
     def _add_result(self, event: ToolResultEvent) -> None:
         if event.call_id not in self._open_calls:
             return  # a result without its call would make the request invalid
         del self._open_calls[event.call_id]
         self._call_message = None
-        self.messages.append(
-            {"role": "tool", "tool_call_id": event.call_id, "content": tool_result_content(event)}
-        )
+        content = tool_result_content(event)
+        self.messages.append(ModelRequest([ToolReturnPart(event.call_id, event.name, content)]))
 
     def _close_calls(self) -> None:
-        for call_id in self._open_calls:
-            self.messages.append(
-                {"role": "tool", "tool_call_id": call_id, "content": INTERRUPTED_TOOL_RESULT}
-            )
+        for call_id, name in self._open_calls.items():
+            interrupted = ToolReturnPart(call_id, name, INTERRUPTED_TOOL_RESULT)
+            self.messages.append(ModelRequest([interrupted]))
         self._open_calls.clear()
         self._call_message = None
 

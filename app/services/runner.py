@@ -31,10 +31,10 @@ from app.protocol import (
 )
 from app.services.approvals import ApprovalDesk, Decision, ResumedRound
 from app.services.llm.base import (
-    CONTEXT_LENGTH_EXCEEDED,
     ChatMessage,
     Finished,
     LLMError,
+    LLMErrorKind,
     LLMEvent,
     LLMProvider,
     ModelStatus,
@@ -67,6 +67,18 @@ __all__ = [
     "ResponseState",
     "done_frame",
 ]
+
+
+# What a client is told of a model failure, by its kind.
+LLM_ERROR_CODES: dict[LLMErrorKind, ErrorCode] = {
+    LLMErrorKind.RATE_LIMITED: ErrorCode.LLM_RATE_LIMITED,
+    LLMErrorKind.UNAVAILABLE: ErrorCode.LLM_UNAVAILABLE,
+    LLMErrorKind.UNAUTHORIZED: ErrorCode.LLM_UNAVAILABLE,
+    LLMErrorKind.MODEL_NOT_FOUND: ErrorCode.LLM_ERROR,
+    LLMErrorKind.CONTEXT_TOO_LONG: ErrorCode.LLM_ERROR,
+    LLMErrorKind.REFUSED: ErrorCode.LLM_ERROR,
+    LLMErrorKind.FAILED: ErrorCode.LLM_ERROR,
+}
 
 
 class ToolRoundsExceeded(Exception):
@@ -243,7 +255,8 @@ class ResponseRunner:
         if error is None:
             return ResponseStatus.COMPLETED, None
         if isinstance(error, LLMError):
-            return ResponseStatus.FAILED, ErrorInfo(code=error.code, message=error.message)
+            code = LLM_ERROR_CODES[error.kind]
+            return ResponseStatus.FAILED, ErrorInfo(code=code, message=error.message)
         if isinstance(error, ToolRoundsExceeded):
             message = f"the model asked for tools more than {self._config.max_tool_rounds} rounds"
             return ResponseStatus.FAILED, ErrorInfo(
@@ -290,7 +303,7 @@ class ResponseRunner:
                     received += 1
                     await self._on_event(event, calls)
         except LLMError as e:
-            if e.upstream_code == CONTEXT_LENGTH_EXCEEDED and received == 0:
+            if e.kind is LLMErrorKind.CONTEXT_TOO_LONG and received == 0:
                 raise _PromptTooLong(e) from e
             raise
         return calls

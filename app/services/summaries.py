@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from app.database.base import JobClaim, JobKind, Store, StoreError
 from app.protocol import (
     AssistantMessageEvent,
-    ErrorCode,
     StoredEvent,
     ToolCallEvent,
     ToolResultEvent,
@@ -21,7 +20,16 @@ from app.protocol import (
 )
 from app.services.context import estimate_tokens
 from app.services.history import current_events
-from app.services.llm.base import ChatMessage, LLMError, LLMProvider, complete_text
+from app.services.llm.base import (
+    ChatMessage,
+    LLMError,
+    LLMErrorKind,
+    LLMProvider,
+    ModelRequest,
+    SystemPart,
+    UserPart,
+    complete_text,
+)
 from app.services.metrics import Metrics
 from app.services.storable import storable_text
 from app.services.supervisor import TaskSupervisor
@@ -78,7 +86,7 @@ def _prompt(instructions: str, previous: str | None, lines: Sequence[str]) -> li
         content = f"Summary so far:\n{previous}\n\nWhat happened since:\n{transcript}"
     else:
         content = f"Transcript:\n{transcript}"
-    return [{"role": "system", "content": instructions}, {"role": "user", "content": content}]
+    return [ModelRequest([SystemPart(instructions), UserPart(content)])]
 
 
 def _clip(line: str, max_tokens: int) -> str:
@@ -119,7 +127,7 @@ async def summarize_in_parts(
     for part in _parts(lines, room - estimate_tokens(summary or "")):
         text = await complete_text(provider, _prompt(instructions, summary, part), model=model)
         if not text.strip():
-            raise LLMError(ErrorCode.LLM_ERROR, "the model returned an empty summary")
+            raise LLMError(LLMErrorKind.FAILED, "the model returned an empty summary")
         # Model output, stored as the summary, title or rolling summary: storable on every store.
         summary = storable_text(text.strip())
     return summary or ""

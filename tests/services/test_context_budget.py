@@ -23,7 +23,18 @@ from app.services.context import (
     request_tokens,
     split_turns,
 )
-from app.services.llm.base import ChatMessage
+from app.services.llm.base import (
+    ChatMessage,
+    ModelRequest,
+    ModelResponse,
+    RequestPart,
+    SystemPart,
+    TextPart,
+    ToolCallPart,
+    ToolDefinition,
+    ToolReturnPart,
+    UserPart,
+)
 from tests.conftest import BACKGROUND_SUMMARY_MODEL, StartServer
 from tests.fakes.groq_server import (
     FakeGroq,
@@ -41,6 +52,29 @@ BUDGET = 1500
 
 def _chat_requests(fake: FakeGroq) -> list[RecordedRequest]:
     return [r for r in fake.requests if r.body.get("model") == "test-model"]
+
+
+def _as_sent(message: dict[str, Any]) -> ChatMessage:
+    """A message of a request as the fake received it, read back as ours."""
+    if message["role"] == "assistant":
+        calls = [
+            ToolCallPart(call["id"], call["function"]["name"], call["function"]["arguments"])
+            for call in message.get("tool_calls") or []
+        ]
+        return ModelResponse([TextPart(message["content"] or ""), *calls])
+    part: RequestPart
+    if message["role"] == "tool":
+        part = ToolReturnPart(message["tool_call_id"], "", message["content"])
+    elif message["role"] == "system":
+        part = SystemPart(message["content"])
+    else:
+        part = UserPart(message["content"])
+    return ModelRequest([part])
+
+
+def _sent_tokens(messages: list[dict[str, Any]], tools: list[ToolDefinition]) -> int:
+    """`request_tokens` of a request as it was sent."""
+    return request_tokens([_as_sent(message) for message in messages], tools)
 
 
 def _assert_tool_pairs_whole(messages: list[dict[str, Any]]) -> None:
@@ -88,7 +122,7 @@ async def test_two_hundred_turns_stay_within_budget_with_a_rolling_summary(
     requests = _chat_requests(fake_groq)
     assert len(requests) == 220
     tools = requests[0].body["tools"]
-    sizes = [request_tokens(r.body["messages"], tools) for r in requests]
+    sizes = [_sent_tokens(r.body["messages"], tools) for r in requests]
     assert max(sizes) <= BUDGET
     late = requests[-1].body["messages"]
     assert any(ROLLING in (m.get("content") or "") for m in late)
@@ -117,7 +151,7 @@ async def test_a_message_over_the_budget_keeps_the_part_that_fits_in_any_script(
         assert (await client.ask(text))[-1]["status"] == "completed"
     request = _chat_requests(fake_groq)[-1]
     kept = request.body["messages"][-1]["content"].partition("\n[... ")[0]
-    assert request_tokens(request.body["messages"], request.body["tools"]) <= BUDGET
+    assert _sent_tokens(request.body["messages"], request.body["tools"]) <= BUDGET
     assert text.startswith(kept)
     # Most of the budget goes to the message: what the system prompt and tools leave of it.
     assert len(kept.encode()) > (BUDGET // 2) * 3
@@ -131,7 +165,7 @@ async def _never_fold(summary: str | None, events: Sequence[StoredEvent]) -> str
 
 
 def _request_with(text: str) -> list[ChatMessage]:
-    return [{"role": "system", "content": ""}, {"role": "user", "content": text}]
+    return [ModelRequest([SystemPart("")]), ModelRequest([UserPart(text)])]
 
 
 # Deterministic, and no example database written into the tree (as in the WebSocket fuzzing).
@@ -145,7 +179,9 @@ async def test_the_cut_keeps_the_longest_prefix_whose_bytes_fit(
     budget = ContextBudget(max_tokens=max_tokens, system_prompt="", fold=_never_fold)
     event = UserMessageEvent(seq=1, created_at=datetime.now(UTC), id="m", text=text)
     messages, _ = await budget.fit([event], RollingSummary(text=None, upto_seq=0), [])
-    content = str(messages[-1]["content"])
+    [part] = messages[-1].parts
+    assert isinstance(part, UserPart)
+    content = part.content
     mark = _MARK.search(content)
     assert mark is not None, content
     kept = content[: mark.start()]
@@ -271,7 +307,7 @@ async def test_a_transcript_ten_times_the_summary_window_is_summarized_in_parts(
     end_summary = [r for r in summary_requests if "summarize chat sessions" in r.raw_body.decode()]
     assert len(end_summary) >= 10
     for request in summary_requests:
-        assert request_tokens(request.body["messages"], []) <= window
+        assert _sent_tokens(request.body["messages"], []) <= window
     # Each later part builds on the summary so far.
     assert "Summary so far" in end_summary[-1].body["messages"][1]["content"]
     assert "Fact 39" in end_summary[-1].body["messages"][1]["content"]

@@ -20,6 +20,7 @@ from app.protocol import (
 from app.services.approvals import open_approvals, paused_round
 from app.services.context import split_turns
 from app.services.history import build_messages, model_order, queued_backlog
+from app.services.llm.chat_wire import wire_messages
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -174,7 +175,7 @@ def test_a_result_stored_after_a_restart_follows_its_call() -> None:
         .result("r2", "c1")
         .answer("r2", "upgraded")
     )
-    messages = build_messages("system", log.events)
+    messages = wire_messages(build_messages("system", log.events))
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
     assert messages[3]["content"] == '{"done":"c1"}'
     assert paused_round(log.events) is None

@@ -1,54 +1,94 @@
-"""The `LLMProvider` seam: chat messages in, typed stream events out, our own errors."""
+"""The `LLMProvider` seam: our own messages in, our own stream events out, our own errors.
+
+Messages and events are provider-neutral tagged dataclasses, after pydantic-ai's messages: a
+conversation is a list of `ModelRequest`s (what we send: system, user and tool-return parts) and
+`ModelResponse`s (what the model said: text and tool-call parts), each part tagged by its
+`part_kind`. Only the adapters turn them into a wire format (`chat_wire.wire_messages` for the
+chat-completions servers, `local_prompt.render_prompt` for the local model). Plain dataclasses
+with slots, not pydantic models: a request of 20 messages is rebuilt for every model call, and
+they cost a fraction of a model's validation (docs/performance.md).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Literal, NotRequired, Protocol, TypedDict
+from enum import StrEnum
+from typing import Literal, Protocol, TypedDict
 
 from pydantic import JsonValue
 
-from app.protocol import ErrorCode
 from app.services.storable import storable_text
 
-# ---------------------------------------------------------------- messages (OpenAI chat format)
+# ---------------------------------------------------------------- messages
 
 
-class FunctionCall(TypedDict):
+@dataclass(slots=True)
+class SystemPart:
+    """Instructions to the model (the system prompt, the rolling summary)."""
+
+    content: str
+    part_kind: Literal["system"] = "system"
+
+
+@dataclass(slots=True)
+class UserPart:
+    """What the person wrote."""
+
+    content: str
+    part_kind: Literal["user"] = "user"
+
+
+@dataclass(slots=True)
+class ToolReturnPart:
+    """A tool's answer to the call `call_id`, as the model reads it (JSON text)."""
+
+    call_id: str
+    name: str
+    content: str
+    part_kind: Literal["tool-return"] = "tool-return"
+
+
+@dataclass(slots=True)
+class TextPart:
+    """Text the model answered."""
+
+    content: str
+    part_kind: Literal["text"] = "text"
+
+
+@dataclass(slots=True)
+class ToolCallPart:
+    """A tool call the model made; `arguments` is its raw JSON text."""
+
+    call_id: str
     name: str
     arguments: str
+    part_kind: Literal["tool-call"] = "tool-call"
 
 
-class ToolCallMessagePart(TypedDict):
-    id: str
-    type: Literal["function"]
-    function: FunctionCall
+RequestPart = SystemPart | UserPart | ToolReturnPart
+ResponsePart = TextPart | ToolCallPart
 
 
-class SystemMessage(TypedDict):
-    role: Literal["system"]
-    content: str
+@dataclass(slots=True)
+class ModelRequest:
+    """What we send the model in one turn of the conversation."""
+
+    parts: list[RequestPart]
+    kind: Literal["request"] = "request"
 
 
-class UserMessage(TypedDict):
-    role: Literal["user"]
-    content: str
+@dataclass(slots=True)
+class ModelResponse:
+    """What the model answered in one turn: text, tool calls, or both."""
+
+    parts: list[ResponsePart]
+    kind: Literal["response"] = "response"
 
 
-class AssistantMessage(TypedDict):
-    role: Literal["assistant"]
-    content: str | None
-    tool_calls: NotRequired[list[ToolCallMessagePart]]
-
-
-class ToolMessage(TypedDict):
-    role: Literal["tool"]
-    tool_call_id: str
-    content: str
-
-
-ChatMessage = SystemMessage | UserMessage | AssistantMessage | ToolMessage
+ChatMessage = ModelRequest | ModelResponse
 
 
 class FunctionDefinition(TypedDict):
@@ -70,6 +110,7 @@ class TextDelta:
     """Answer text (never reasoning)."""
 
     text: str
+    event_kind: Literal["text-delta"] = "text-delta"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +120,7 @@ class ToolCallRequest:
     call_id: str
     name: str
     arguments: str
+    event_kind: Literal["tool-call"] = "tool-call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +130,7 @@ class Finished:
     finish_reason: str
     usage: dict[str, JsonValue] | None
     model: str
+    event_kind: Literal["finished"] = "finished"
 
 
 LLMEvent = TextDelta | ToolCallRequest | Finished
@@ -109,12 +152,27 @@ class ModelStatus:
 StatusListener = Callable[[ModelStatus], Awaitable[None]]
 
 
+# ---------------------------------------------------------------- errors
+
+
+class LLMErrorKind(StrEnum):
+    """What went wrong with a model call, whoever the provider; callers map it to their codes."""
+
+    RATE_LIMITED = "rate_limited"  # the upstream asks us to slow down (429, capacity)
+    UNAVAILABLE = "unavailable"  # unreachable, failing (5xx), stalled, or its stream unreadable
+    UNAUTHORIZED = "unauthorized"  # the key was refused
+    MODEL_NOT_FOUND = "model_not_found"  # the model is unknown or retired
+    CONTEXT_TOO_LONG = "context_too_long"  # the request is longer than the model's window
+    REFUSED = "refused"  # any other refusal of the request (a bad request)
+    FAILED = "failed"  # the model answered nothing usable (a local model's crash, say)
+
+
 class LLMError(Exception):
     """A model call failed; providers translate their SDK's errors into this, once."""
 
     def __init__(
         self,
-        code: ErrorCode,
+        kind: LLMErrorKind,
         message: str,
         *,
         retryable: bool = False,
@@ -125,16 +183,13 @@ class LLMError(Exception):
         # model output (docs/reliability.md).
         message = storable_text(message)
         super().__init__(message)
-        self.code = code
+        self.kind = kind
         self.message = message
         self.retryable = retryable
-        # The provider's own error code (e.g. Groq's `context_length_exceeded`), for recovery.
+        # The provider's own error code (e.g. Groq's `context_length_exceeded`), for traces.
         self.upstream_code = upstream_code
         # The upstream's HTTP status (or the one an error inside a 200 stream meant): fallbacks.
         self.upstream_status = upstream_status
-
-
-CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
 class LLMProvider(Protocol):

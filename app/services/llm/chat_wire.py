@@ -1,39 +1,80 @@
-"""Pieces of the OpenAI-style chat-completions wire format shared by the adapters that speak it.
+"""Our messages in the chat-completions wire format, and the pieces of that format's stream.
 
-Groq, OpenAI-compatible servers and llama.cpp all stream the same shapes: tool calls as deltas
-under an `index`, and errors as `{"error": {"message", "type", "code", ...}}` bodies.
+Groq, OpenAI-compatible servers and llama.cpp's server all speak it: messages by `role`, tool
+calls streamed as deltas under an `index`, errors as `{"error": {"message", "type", "code"}}`.
+This module is the only place that knows how our messages look on that wire.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, assert_never, cast
 
-from app.services.llm.base import ChatMessage, ToolCallRequest, ToolDefinition
+from app.services.llm.base import (
+    ChatMessage,
+    ModelRequest,
+    ModelResponse,
+    SystemPart,
+    TextPart,
+    ToolCallPart,
+    ToolCallRequest,
+    ToolReturnPart,
+    UserPart,
+)
+
+WireMessage = dict[str, Any]
 
 
-class FunctionFragment(Protocol):
-    """The `function` part of a tool-call delta (any SDK's model, or our own dataclass)."""
+def wire_messages(messages: Sequence[ChatMessage]) -> list[WireMessage]:
+    """Each request part as its own message (system, user, tool); each response as one
+    assistant message with its text and its tool calls."""
+    wire: list[WireMessage] = []
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            wire.extend(map(_request_part, message.parts))
+        elif isinstance(message, ModelResponse):
+            wire.append(_assistant(message))
+        else:
+            assert_never(message)
+    return wire
 
-    @property
-    def name(self) -> str | None: ...
 
-    @property
-    def arguments(self) -> str | None: ...
+def _request_part(part: SystemPart | UserPart | ToolReturnPart) -> WireMessage:
+    if isinstance(part, SystemPart):
+        return {"role": "system", "content": part.content}
+    if isinstance(part, UserPart):
+        return {"role": "user", "content": part.content}
+    if isinstance(part, ToolReturnPart):
+        return {"role": "tool", "tool_call_id": part.call_id, "content": part.content}
+    assert_never(part)
 
 
-class ToolCallFragment(Protocol):
-    """One tool-call delta: `index` says which call, `id` starts a call, `function` adds to it."""
+def _assistant(message: ModelResponse) -> WireMessage:
+    text: list[str] = []
+    calls: list[WireMessage] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            text.append(part.content)
+        elif isinstance(part, ToolCallPart):
+            function = {"name": part.name, "arguments": part.arguments}
+            calls.append({"id": part.call_id, "type": "function", "function": function})
+        else:
+            assert_never(part)
+    wire: WireMessage = {"role": "assistant", "content": "".join(text) or None}
+    if calls:
+        wire["tool_calls"] = calls
+    return wire
 
-    @property
-    def index(self) -> int: ...
 
-    @property
-    def id(self) -> str | None: ...
+@dataclass(frozen=True, slots=True)
+class ToolCallFragment:
+    """One tool-call delta: `index` says which call, `id` starts a call, the rest adds to it."""
 
-    @property
-    def function(self) -> FunctionFragment | None: ...
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str | None
 
 
 @dataclass(slots=True)
@@ -67,10 +108,9 @@ class ToolCallAssembler:
                 self._done.append(current.request())
             current = _PartialCall(call_id=delta.id or f"call_{delta.index}")
             self._open[delta.index] = current
-        if delta.function is not None:
-            current.name += delta.function.name or ""
-            if delta.function.arguments:
-                current.arguments.append(delta.function.arguments)
+        current.name += delta.name or ""
+        if delta.arguments:
+            current.arguments.append(delta.arguments)
 
     def finish(self) -> list[ToolCallRequest]:
         """Every call seen, in order; the assembler is empty afterwards."""
@@ -87,33 +127,3 @@ def error_details(body: object) -> Mapping[str, Any]:
         if isinstance(inner, Mapping):
             return cast(Mapping[str, Any], inner)
     return {}
-
-
-def upstream_code(body: object) -> str | None:
-    """The upstream's own error code (`model_not_found`, ...), when the body has one."""
-    code = error_details(body).get("code")
-    return code if isinstance(code, str) else None
-
-
-def stream_error_status(body: object) -> int | None:
-    """The HTTP status an error event inside a 200 stream stands for, when it says."""
-    status = error_details(body).get("status_code")
-    return status if isinstance(status, int) else None
-
-
-def wire_request(
-    messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]
-) -> dict[str, Any]:
-    """`messages` and `tools` as keyword arguments of an SDK's `chat.completions.create`.
-
-    The SDKs transform both field by field against their typed params: about 3 ms of CPU on the
-    event loop per request with a 20-message history and 3 tools. Ours are already the wire
-    format, so they go in `extra_body`, which the SDK merges into the request JSON as it is
-    (0.45 ms per request in all; `python -m bench.request_build`, docs/performance.md). The SDK
-    still sends, retries and maps error answers.
-    """
-    body: dict[str, Any] = {"messages": list(messages)}
-    if tools:
-        body["tools"] = list(tools)
-    # `messages` is a required parameter: an empty list, replaced by the one in `extra_body`.
-    return {"messages": [], "extra_body": body}

@@ -13,6 +13,7 @@ from contextlib import aclosing
 from app.services.llm.base import (
     ChatMessage,
     LLMError,
+    LLMErrorKind,
     LLMEvent,
     LLMProvider,
     StatusListener,
@@ -21,13 +22,10 @@ from app.services.llm.base import (
 
 log = logging.getLogger(__name__)
 
-# Upstream codes that say "this model is not served", whatever the HTTP status.
-MODEL_GONE_CODES = frozenset({"model_decommissioned", "model_not_found"})
-
 
 def moves_to_next_model(error: LLMError) -> bool:
     """Retired or unknown model, rate limits past the SDK's retries, or a 5xx of the upstream."""
-    if error.upstream_code in MODEL_GONE_CODES:
+    if error.kind is LLMErrorKind.MODEL_NOT_FOUND:
         return True
     status = error.upstream_status
     return status is not None and (status == 429 or status >= 500)

@@ -25,12 +25,11 @@ import orjson
 from llama_cpp import Llama, StoppingCriteriaList
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from app.protocol import ErrorCode
 from app.services.llm.base import (
-    CONTEXT_LENGTH_EXCEEDED,
     ChatMessage,
     Finished,
     LLMError,
+    LLMErrorKind,
     LLMEvent,
     ModelStatus,
     StatusListener,
@@ -141,7 +140,7 @@ class _Generation:
             self._emit(e)
         except Exception as e:  # llama.cpp reports everything as ValueError or RuntimeError
             log.exception("the local model failed")
-            self._emit(LLMError(ErrorCode.LLM_ERROR, f"the local model failed: {e}"))
+            self._emit(LLMError(LLMErrorKind.FAILED, f"the local model failed: {e}"))
         finally:
             self._emit(_END)
 
@@ -159,10 +158,9 @@ class _Generation:
         window = self.llama.n_ctx()
         if count >= window:
             raise LLMError(
-                ErrorCode.LLM_ERROR,
+                LLMErrorKind.CONTEXT_TOO_LONG,
                 f"the conversation ({count} tokens) is longer than the local model's "
                 f"window ({window} tokens)",
-                upstream_code=CONTEXT_LENGTH_EXCEEDED,
             )
         return count
 
@@ -306,7 +304,7 @@ class LocalProvider:
 
     async def _generate(self, request: _Request) -> AsyncGenerator[LLMEvent, None]:
         if self._closed:
-            raise LLMError(ErrorCode.LLM_UNAVAILABLE, "the local model is shutting down")
+            raise LLMError(LLMErrorKind.UNAVAILABLE, "the local model is shutting down")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_Item] = asyncio.Queue()
         generation = _Generation(request, self._label, _handing_to(loop, queue))
@@ -339,7 +337,7 @@ class LocalProvider:
                 )
             except (ValueError, RuntimeError) as e:
                 message = f"the local model could not be loaded from {self._model_path}: {e}"
-                raise LLMError(ErrorCode.LLM_UNAVAILABLE, message) from e
+                raise LLMError(LLMErrorKind.UNAVAILABLE, message) from e
         return self._llama
 
     def _unload(self) -> None:

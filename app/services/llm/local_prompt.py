@@ -13,8 +13,20 @@ grammar (so the text comes out empty).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import assert_never
 
-from app.services.llm.base import ChatMessage, ToolDefinition
+from app.services.llm.base import (
+    ChatMessage,
+    ModelRequest,
+    ModelResponse,
+    RequestPart,
+    SystemPart,
+    TextPart,
+    ToolCallPart,
+    ToolDefinition,
+    ToolReturnPart,
+    UserPart,
+)
 
 ANSWER_MARK = "message:"
 CALL_PREFIX = "functions."
@@ -55,35 +67,40 @@ def _catalogue(tools: Sequence[ToolDefinition]) -> str:
     return "\n".join(_signature(tool) for tool in tools)
 
 
-def _call_names(messages: Sequence[ChatMessage]) -> dict[str, str]:
-    """Tool name of every call id, to label each tool result with its function."""
-    names: dict[str, str] = {}
-    for message in messages:
-        if message["role"] == "assistant":
-            for call in message.get("tool_calls", []):
-                names[call["id"]] = call["function"]["name"]
-    return names
+def _render_request_part(part: RequestPart, tool_instructions: str) -> str:
+    if isinstance(part, SystemPart):
+        return _turn("system", part.content + tool_instructions)
+    if isinstance(part, UserPart):
+        return _turn("user", part.content)
+    if isinstance(part, ToolReturnPart):
+        return _turn("tool", f"{CALL_PREFIX}{part.name} returned:\n{part.content}")
+    assert_never(part)
 
 
-def _render_one(message: ChatMessage, names: dict[str, str], tool_instructions: str) -> str:
-    if message["role"] == "system":
-        return _turn("system", message["content"] + tool_instructions)
-    if message["role"] == "user":
-        return _turn("user", message["content"])
-    if message["role"] == "tool":
-        name = names.get(message["tool_call_id"], "function")
-        return _turn("tool", f"{CALL_PREFIX}{name} returned:\n{message['content']}")
-    parts = [f"{ANSWER_MARK}\n{message['content']}"] if message["content"] else []
-    for call in message.get("tool_calls", []):
-        parts.append(f"{CALL_PREFIX}{call['function']['name']}:\n{call['function']['arguments']}")
-    return _turn("assistant", "\n".join(parts))
+def _render_response(message: ModelResponse) -> str:
+    lines: list[str] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            if part.content:
+                lines.append(f"{ANSWER_MARK}\n{part.content}")
+        elif isinstance(part, ToolCallPart):
+            lines.append(f"{CALL_PREFIX}{part.name}:\n{part.arguments}")
+        else:
+            assert_never(part)
+    return _turn("assistant", "\n".join(lines))
 
 
 def render_prompt(messages: Sequence[ChatMessage], tools: Sequence[ToolDefinition]) -> str:
     """The whole prompt, ending where the assistant's next turn begins."""
-    names = _call_names(messages)
     instructions = _TOOL_INSTRUCTIONS.format(catalogue=_catalogue(tools)) if tools else ""
-    rendered = [_render_one(message, names, instructions) for message in messages]
+    rendered: list[str] = []
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            rendered.extend(_render_request_part(part, instructions) for part in message.parts)
+        elif isinstance(message, ModelResponse):
+            rendered.append(_render_response(message))
+        else:
+            assert_never(message)
     return "".join(rendered) + "<|im_start|>assistant\n"
 
 
@@ -96,10 +113,13 @@ def tools_to_offer(
     of tools, then an answer, keeps it useful.
     """
     for message in reversed(messages):
-        if message["role"] == "tool":
-            return ()
-        if message["role"] == "user":
-            break
+        if not isinstance(message, ModelRequest):
+            continue
+        for part in reversed(message.parts):
+            if isinstance(part, ToolReturnPart):
+                return ()
+            if isinstance(part, UserPart):
+                return tools
     return tools
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 
-from app.protocol import ErrorCode
 from app.services.llm.base import (
     ChatMessage,
     LLMError,
+    LLMErrorKind,
     LLMEvent,
     StatusListener,
     ToolDefinition,
@@ -26,7 +26,7 @@ HOW_TO_CONFIGURE_ANY = (
 
 
 class UnconfiguredProvider:
-    """Every call fails with `llm_unavailable` and a message that says how to configure a model."""
+    """Every call fails as `unavailable` with a message that says how to configure a model."""
 
     def __init__(self, model: str, *, how_to: str = HOW_TO_CONFIGURE) -> None:
         self._model = model
@@ -47,5 +47,5 @@ class UnconfiguredProvider:
         model: str | None = None,
         on_status: StatusListener | None = None,
     ) -> AsyncGenerator[LLMEvent, None]:
-        raise LLMError(ErrorCode.LLM_UNAVAILABLE, self._how_to)
+        raise LLMError(LLMErrorKind.UNAVAILABLE, self._how_to)
         yield  # pragma: no cover - makes this function an async generator

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
+from typing import assert_never
 
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
@@ -23,10 +24,18 @@ from app.services.llm.base import (
     LLMError,
     LLMEvent,
     LLMProvider,
+    ModelRequest,
+    ModelResponse,
+    RequestPart,
     StatusListener,
+    SystemPart,
     TextDelta,
+    TextPart,
+    ToolCallPart,
     ToolCallRequest,
     ToolDefinition,
+    ToolReturnPart,
+    UserPart,
 )
 from app.services.tracing.attributes import Attributes, as_json, current_who, tokens
 
@@ -35,28 +44,52 @@ _CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
 
 
 def chat_messages(messages: Sequence[ChatMessage]) -> str:
-    """The request's messages in the conventions' form (`gen_ai.input.messages`)."""
-    return as_json([_chat_message(message) for message in messages])
+    """The request's messages in the conventions' form (`gen_ai.input.messages`): a message per
+    request part (as on the chat-completions wire), one per response."""
+    converted: list[dict[str, object]] = []
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            converted.extend(map(_request_part, message.parts))
+        elif isinstance(message, ModelResponse):
+            converted.append(_response(message))
+        else:
+            assert_never(message)
+    return as_json(converted)
 
 
-def _chat_message(message: ChatMessage) -> dict[str, object]:
-    parts: list[dict[str, object]] = []
-    if message["content"]:
-        parts.append({"type": "text", "content": message["content"]})
-    if message["role"] == "assistant":
-        for call in message.get("tool_calls", []):
-            function = call["function"]
+def _text(content: str) -> list[dict[str, object]]:
+    return [{"type": "text", "content": content}] if content else []
+
+
+def _request_part(part: RequestPart) -> dict[str, object]:
+    if isinstance(part, SystemPart):
+        return {"role": "system", "parts": _text(part.content)}
+    if isinstance(part, UserPart):
+        return {"role": "user", "parts": _text(part.content)}
+    if isinstance(part, ToolReturnPart):
+        response = {
+            "type": "tool_call_response",
+            "id": part.call_id,
+            "response": _text(part.content),
+        }
+        return {"role": "tool", "parts": [response]}
+    assert_never(part)
+
+
+def _response(message: ModelResponse) -> dict[str, object]:
+    text = "".join(part.content for part in message.parts if isinstance(part, TextPart))
+    parts = _text(text)
+    for part in message.parts:
+        if isinstance(part, ToolCallPart):
             parts.append(
                 {
                     "type": "tool_call",
-                    "id": call["id"],
-                    "name": function["name"],
-                    "arguments": function["arguments"],
+                    "id": part.call_id,
+                    "name": part.name,
+                    "arguments": part.arguments,
                 }
             )
-    elif message["role"] == "tool":
-        parts = [{"type": "tool_call_response", "id": message["tool_call_id"], "response": parts}]
-    return {"role": message["role"], "parts": parts}
+    return {"role": "assistant", "parts": parts}
 
 
 class ChatSpan:
@@ -118,7 +151,7 @@ class ChatSpan:
     def end(self, error: BaseException | None) -> None:
         """End the span: failed for an error, marked (not failed) for a cancellation."""
         if isinstance(error, LLMError):
-            self._span.set_attribute(ERROR_TYPE, error.upstream_code or error.code.value)
+            self._span.set_attribute(ERROR_TYPE, error.upstream_code or error.kind.value)
             self._span.set_status(Status(StatusCode.ERROR, error.message))
         elif isinstance(error, Exception):
             self._span.set_attribute(ERROR_TYPE, type(error).__name__)

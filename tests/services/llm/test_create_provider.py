@@ -11,7 +11,7 @@ import pytest
 
 import app.services.llm
 from app.services.llm import create_provider, summary_model
-from app.services.llm.base import LLMError, LLMProvider
+from app.services.llm.base import LLMError, LLMErrorKind, LLMProvider, ModelRequest, UserPart
 from app.services.llm.fallback import FallbackProvider
 from app.services.llm.groq import GroqProvider
 from app.services.llm.openai import OpenAIProvider
@@ -31,7 +31,7 @@ async def _chosen(settings: Settings) -> LLMProvider:
 
 async def _failure_of(provider: LLMProvider) -> LLMError:
     with pytest.raises(LLMError) as caught:
-        async for _ in provider.stream([{"role": "user", "content": "hi"}]):
+        async for _ in provider.stream([ModelRequest([UserPart("hi")])]):
             pass
     return caught.value
 
@@ -64,7 +64,7 @@ async def test_auto_without_key_or_local_packages_says_how_to_get_either(
     provider = await _chosen(make_settings(llm_provider="auto", groq_api_key=None))
     assert isinstance(provider, UnconfiguredProvider)
     error = await _failure_of(provider)
-    assert error.code == "llm_unavailable"
+    assert error.kind is LLMErrorKind.UNAVAILABLE
     assert "GROQ_API_KEY" in error.message
     assert "requirements-local.txt" in error.message
 

@@ -18,10 +18,14 @@ from app.services.llm.base import (
     ChatMessage,
     Finished,
     LLMError,
+    LLMErrorKind,
     LLMEvent,
     LLMProvider,
+    ModelRequest,
     ModelStatus,
+    SystemPart,
     TextDelta,
+    UserPart,
 )
 from app.settings import DEFAULT_SYSTEM_PROMPT
 from tests.conftest import StartServer
@@ -34,7 +38,7 @@ ANSWER_TIMEOUT_S = 30.0  # generous: the 2 cores are shared with the rest of the
 
 
 def _conversation(text: str) -> list[ChatMessage]:
-    return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": text}]
+    return [ModelRequest([SystemPart(DEFAULT_SYSTEM_PROMPT), UserPart(text)])]
 
 
 @pytest.fixture
@@ -170,8 +174,7 @@ async def test_a_conversation_longer_than_the_window_is_refused_clearly(
     with pytest.raises(LLMError) as caught:
         async with aclosing(provider.stream(_conversation("word " * 20_000))) as events:
             [event async for event in events]
-    assert caught.value.code == "llm_error"
-    assert caught.value.upstream_code == "context_length_exceeded"
+    assert caught.value.kind is LLMErrorKind.CONTEXT_TOO_LONG
 
 
 async def test_a_file_that_is_not_a_model_fails_the_call_clearly(tmp_path: Path) -> None:
@@ -189,5 +192,5 @@ async def test_a_file_that_is_not_a_model_fails_the_call_clearly(tmp_path: Path)
                 [event async for event in events]
     finally:
         await local.aclose()
-    assert caught.value.code == "llm_unavailable"
+    assert caught.value.kind is LLMErrorKind.UNAVAILABLE
     assert "could not be loaded" in caught.value.message

@@ -12,10 +12,13 @@ from app.services.llm.base import (
     ChatMessage,
     Finished,
     LLMError,
+    LLMErrorKind,
     LLMEvent,
+    ModelRequest,
     TextDelta,
     ToolCallRequest,
     ToolDefinition,
+    UserPart,
 )
 from app.services.llm.openai import PLACEHOLDER_API_KEY, OpenAIProvider
 from tests.conftest import BACKGROUND_SUMMARY, BACKGROUND_SUMMARY_MODEL, StartServer
@@ -30,7 +33,7 @@ from tests.fakes.groq_server import (
 from tests.fakes.openai_server import FakeOpenAI, fragmented_tool_call_reply
 from tests.support.client import types_of
 
-MESSAGES: list[ChatMessage] = [{"role": "user", "content": "hello"}]
+MESSAGES: list[ChatMessage] = [ModelRequest([UserPart("hello")])]
 TOOLS: list[ToolDefinition] = [
     {
         "type": "function",
@@ -110,43 +113,48 @@ async def test_tool_arguments_sent_in_fragments_are_assembled(
 
 
 @pytest.mark.parametrize(
-    ("reply", "code", "status", "upstream_code"),
+    ("reply", "kind", "status", "upstream_code"),
     [
         (
             error_reply(404, code="model_not_found", message="no"),
-            "llm_error",
+            LLMErrorKind.MODEL_NOT_FOUND,
             404,
             "model_not_found",
         ),
         (
             error_reply(429, code="rate_limit_exceeded", message="slow"),
-            "llm_rate_limited",
+            LLMErrorKind.RATE_LIMITED,
             429,
             None,
         ),
         (
             error_reply(500, code="oops", message="boom", type_="server_error"),
-            "llm_unavailable",
+            LLMErrorKind.UNAVAILABLE,
             500,
             None,
         ),
-        (error_reply(401, code="invalid_api_key", message="no"), "llm_unavailable", 401, None),
-        (stream_error_reply("a", status_code=503), "llm_unavailable", 503, None),
-        (cut_reply("a"), "llm_unavailable", None, None),
+        (
+            error_reply(401, code="invalid_api_key", message="no"),
+            LLMErrorKind.UNAUTHORIZED,
+            401,
+            None,
+        ),
+        (stream_error_reply("a", status_code=503), LLMErrorKind.UNAVAILABLE, 503, None),
+        (cut_reply("a"), LLMErrorKind.UNAVAILABLE, None, None),
     ],
 )
 async def test_errors_are_translated_once(
     provider: OpenAIProvider,
     fake_openai: FakeOpenAI,
     reply: Reply,
-    code: str,
+    kind: LLMErrorKind,
     status: int | None,
     upstream_code: str | None,
 ) -> None:
     fake_openai.script(reply)
     with pytest.raises(LLMError) as caught:
         await _events(provider)
-    assert caught.value.code == code
+    assert caught.value.kind is kind
     assert caught.value.upstream_status == status
     if upstream_code is not None:
         assert caught.value.upstream_code == upstream_code
@@ -166,7 +174,7 @@ async def test_unreachable_server_names_the_setting(fake_openai: FakeOpenAI) -> 
             await _events(provider)
     finally:
         await provider.aclose()
-    assert caught.value.code == "llm_unavailable"
+    assert caught.value.kind is LLMErrorKind.UNAVAILABLE
     assert "OPENAI_BASE_URL" in caught.value.message
 
 
