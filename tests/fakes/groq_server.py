@@ -35,6 +35,10 @@ What the groq SDK (1.7.0, httpx 0.28) does with each reply, verified by ``test_g
   timeout elapses; not wrapped by the SDK. The fake counts a disconnect when the client then
   closes the connection.
 
+:func:`malformed_reply` sends bytes that are not Groq's wire format inside a 200 stream (invalid
+JSON, a chunk of the wrong shape, broken SSE or HTTP framing, a body that ends early): what the
+app must read as an upstream failure, never as a bug of its own.
+
 Retry timing: the SDK only honours ``retry-after`` when it is strictly between 0 and 60 seconds;
 ``retry-after: 0`` falls back to 0.5-1 s exponential backoff. So every error reply also carries
 the non-Groq header ``retry-after-ms: 1`` (read by the SDK before ``retry-after``), which keeps SDK
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import email.utils
 import http
 import secrets
@@ -127,6 +132,8 @@ class StreamEnd(Enum):
     ERROR_EVENT = "error_event"  # `event: error` + `data: {"error": ...}`, end of body
     CUT = "cut"  # the server closes the socket mid-body
     STALL = "stall"  # nothing more is sent until the client goes away
+    EARLY = "early"  # the body ends properly, but without the last chunk and `[DONE]`
+    BAD_FRAMING = "bad_framing"  # bytes that are not HTTP chunked framing, then the socket closes
 
 
 class Gate:
@@ -176,6 +183,7 @@ class StreamReply:
     delay_s: float = 0.0  # slept before each delta (not before the opening chunk)
     gate: Gate | None = None  # held before delta number `gate_at` until the gate opens
     gate_at: int = 0
+    raw: tuple[bytes, ...] = ()  # SSE bytes sent as they are after the deltas (malformed ones)
 
 
 @dataclass(frozen=True)
@@ -327,6 +335,23 @@ def stream_error_reply(
     )
 
 
+def malformed_reply(
+    *raw: bytes, tokens_before: Sequence[str] = (), end: StreamEnd = StreamEnd.DONE
+) -> StreamReply:
+    """A 200 stream that sends ``tokens_before``, then each of ``raw`` as it is (one HTTP chunk
+    each: invalid JSON, a wrong shape, broken SSE), then ends as ``end`` says.
+
+    ``StreamEnd.EARLY`` ends the body without the last chunk and ``[DONE]``;
+    ``StreamEnd.BAD_FRAMING`` sends bytes that are no HTTP chunk and closes the socket.
+    """
+    return StreamReply(
+        opening_delta={"role": "assistant", "content": ""},
+        deltas=tuple({"content": token} for token in tokens_before),
+        end=end,
+        raw=raw,
+    )
+
+
 def cut_reply(*tokens_before: str) -> StreamReply:
     """A 200 stream that sends ``tokens_before`` then closes the socket mid-body (no ``[DONE]``).
 
@@ -447,6 +472,8 @@ def _stream_frames(reply: StreamReply, chunks: _ChunkFactory) -> Iterator[tuple[
     yield 0.0, _sse_data(chunks.opening(reply.opening_delta))
     for delta in reply.deltas:
         yield reply.delay_s, _sse_data(chunks.chunk(delta))
+    for raw in reply.raw:
+        yield 0.0, raw
     if reply.end is StreamEnd.DONE:
         yield 0.0, _sse_data(chunks.closing(reply.finish_reason, reply.usage))
         yield 0.0, b"data: [DONE]\n\n"
@@ -774,6 +801,10 @@ class _Connection:
         """Finish the body as ``end`` says; returns keep-alive."""
         if end is StreamEnd.CUT:
             return False  # serve() closes the socket without the last chunk
+        if end is StreamEnd.BAD_FRAMING:
+            with contextlib.suppress(ConnectionError):
+                await self._write(b"not a chunk size\r\n\r\n")
+            return False
         if end is StreamEnd.STALL:
             await watch.until_gone()
             self._ledger.count_disconnect()

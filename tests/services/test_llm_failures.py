@@ -10,8 +10,10 @@ from tests.conftest import StartServer
 from tests.fakes.groq_server import (
     FakeGroq,
     Reply,
+    StreamEnd,
     cut_reply,
     error_reply,
+    malformed_reply,
     stall_reply,
     stream_error_reply,
     text_reply,
@@ -112,3 +114,81 @@ async def test_stalled_stream_fails_and_closes_the_upstream(
     assert done["status"] == "failed"
     assert done["error"]["code"] == "llm_unavailable"
     assert done["text"] == "wait"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(
+            malformed_reply(
+                b'data: {"choices": [{"delta": {"content": "x"\n\n', tokens_before=["a"]
+            ),
+            id="invalid-json",
+        ),
+        pytest.param(malformed_reply(b"data: hello\n\n", tokens_before=["a"]), id="not-json"),
+        pytest.param(malformed_reply(b"data: [1, 2]\n\n", tokens_before=["a"]), id="an-array"),
+        pytest.param(
+            malformed_reply(b'data: {"choices": "many"}\n\n', tokens_before=["a"]),
+            id="choices-not-a-list",
+        ),
+        pytest.param(
+            malformed_reply(
+                b'data: {"choices": [{"delta": {"content": 5}}]}\n\n', tokens_before=["a"]
+            ),
+            id="content-a-number",
+        ),
+        pytest.param(
+            malformed_reply(
+                b'data: {"choices": [{"delta": {"tool_calls": [{"index": "first"}]}}]}\n\n',
+                tokens_before=["a"],
+            ),
+            id="tool-call-index-a-word",
+        ),
+        pytest.param(
+            malformed_reply(
+                b'data: {"choices": [{"delta": {"tool_calls": ["call"]}}]}\n\n', tokens_before=["a"]
+            ),
+            id="tool-call-a-string",
+        ),
+        pytest.param(
+            malformed_reply(
+                b"event: error\ndata: <html>Bad gateway</html>\n\n", tokens_before=["a"]
+            ),
+            id="error-event-not-json",
+        ),
+        pytest.param(malformed_reply(tokens_before=["a"], end=StreamEnd.EARLY), id="no-last-chunk"),
+        pytest.param(
+            malformed_reply(b"data: [DONE]\n\n", tokens_before=["a"], end=StreamEnd.EARLY),
+            id="done-before-the-end",
+        ),
+        pytest.param(
+            malformed_reply(
+                b'data: {"choices": [{"delta"', tokens_before=["a"], end=StreamEnd.EARLY
+            ),
+            id="cut-mid-event",
+        ),
+        pytest.param(
+            malformed_reply(tokens_before=["a"], end=StreamEnd.BAD_FRAMING), id="bad-http-framing"
+        ),
+    ],
+)
+async def test_a_stream_that_cannot_be_read_is_llm_unavailable(
+    start_server: StartServer, fake_groq: FakeGroq, reply: Reply
+) -> None:
+    server = start_server()
+    fake_groq.script(reply, text_reply("recovered"))
+    async with server.connect() as client:
+        await client.ready()
+        frames = await client.ask("hello")
+        again = await client.ask("again")
+    done = frames[-1]
+    assert types_of(frames) == [
+        "user.message",
+        "response.started",
+        "response.delta",
+        "response.done",
+    ]
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "llm_unavailable"
+    assert done["text"] == "a"
+    assert again[-1]["status"] == "completed"
