@@ -5,8 +5,9 @@ conversation is a list of `ModelRequest`s (what we send: system, user and tool-r
 `ModelResponse`s (what the model said: text and tool-call parts), each part tagged by its
 `part_kind`. Only the adapters turn them into a wire format (`chat_wire.wire_messages` for the
 chat-completions servers, `local_prompt.render_prompt` for the local model). Plain dataclasses
-with slots, not pydantic models: a request of 20 messages is rebuilt for every model call, and
-they cost a fraction of a model's validation (docs/performance.md).
+with slots, as pydantic-ai's are, not pydantic models: the history is rebuilt for every model
+call, and 20 messages took 17-21 µs to build as dataclasses, 74-120 µs as pydantic models
+(docs/performance.md).
 """
 
 from __future__ import annotations
