@@ -1,15 +1,27 @@
 """What a response runs with and through: its output and prompt source (the narrow view it has
-of its conversation), its settings, and its states with the changes they allow."""
+of its conversation), its settings, its states with the changes they allow, how model failures
+reach the client, and the small pure helpers of its events."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from app.protocol import ServerFrame, StoredEvent
-from app.services.llm.base import ChatMessage, ToolDefinition
+import orjson
+from pydantic import JsonValue
+
+from app.protocol import (
+    AssistantMessageEvent,
+    ErrorCode,
+    ResponseDone,
+    ServerFrame,
+    StoredEvent,
+    ToolCallEvent,
+)
+from app.services.llm.base import ChatMessage, LLMError, LLMErrorKind, ToolDefinition
+from app.services.storable import storable_json
 
 
 class ResponseOutput(Protocol):
@@ -86,3 +98,82 @@ RESPONSE_TRANSITIONS: dict[ResponseState, frozenset[ResponseState]] = {
     ResponseState.FINISHING: frozenset({ResponseState.DONE}),
     ResponseState.DONE: frozenset(),
 }
+
+
+# What a client is told of a model failure, by its kind.
+LLM_ERROR_CODES: dict[LLMErrorKind, ErrorCode] = {
+    LLMErrorKind.RATE_LIMITED: ErrorCode.LLM_RATE_LIMITED,
+    LLMErrorKind.UNAVAILABLE: ErrorCode.LLM_UNAVAILABLE,
+    LLMErrorKind.UNAUTHORIZED: ErrorCode.LLM_UNAVAILABLE,
+    LLMErrorKind.MODEL_NOT_FOUND: ErrorCode.LLM_ERROR,
+    LLMErrorKind.CONTEXT_TOO_LONG: ErrorCode.LLM_ERROR,
+    LLMErrorKind.REFUSED: ErrorCode.LLM_ERROR,
+    LLMErrorKind.FAILED: ErrorCode.LLM_ERROR,
+}
+
+
+class ToolRoundsExceeded(Exception):
+    """The model kept calling tools past `MAX_TOOL_ROUNDS`."""
+
+
+def add_usage(
+    total: dict[str, JsonValue] | None, more: dict[str, JsonValue] | None
+) -> dict[str, JsonValue] | None:
+    if more is None:
+        return total
+    if total is None:
+        return dict(more)
+    summed = dict(total)
+    for key, value in more.items():
+        known = summed.get(key)
+        both_numbers = isinstance(value, int | float) and isinstance(known, int | float)
+        summed[key] = known + value if both_numbers else value  # type: ignore[operator]
+    return summed
+
+
+def storable_object(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    storable = storable_json(value)
+    assert isinstance(storable, dict)  # a dict stays a dict
+    return storable
+
+
+def parse_arguments(raw: str) -> dict[str, JsonValue] | None:
+    try:
+        value = orjson.loads(raw or "{}")
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def done_frame(message: AssistantMessageEvent) -> ResponseDone:
+    """The `response.done` that announces a stored assistant message."""
+    return ResponseDone(
+        seq=message.seq,
+        response_id=message.response_id,
+        status=message.status,
+        text=message.text,
+        finish_reason=message.finish_reason,
+        usage=message.usage,
+        error=message.error,
+        model=message.model,
+        supersedes=message.supersedes,
+    )
+
+
+class PromptTooLong(Exception):
+    """The upstream refused the request as longer than the model's window."""
+
+    def __init__(self, refusal: LLMError) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+@dataclass(slots=True)
+class ResponseProgress:
+    """What a response has produced so far (its stored answer is made of it)."""
+
+    text: list[str] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: dict[str, JsonValue] | None = None
+    model: str = ""
+    open_calls: dict[str, ToolCallEvent] = field(default_factory=dict)

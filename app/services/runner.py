@@ -6,11 +6,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
-import orjson
 from pydantic import JsonValue
 
 from app.logs import response_id_var
@@ -20,7 +18,6 @@ from app.protocol import (
     ErrorCode,
     ErrorInfo,
     ResponseDelta,
-    ResponseDone,
     ResponseStarted,
     ResponseStatus,
     ResponseWaiting,
@@ -45,11 +42,19 @@ from app.services.llm.base import (
 from app.services.mcp.source import mcp_origin
 from app.services.metrics import Metrics
 from app.services.response_parts import (
+    LLM_ERROR_CODES,
     RESPONSE_TRANSITIONS,
     PromptSource,
+    PromptTooLong,
     ResponseConfig,
     ResponseOutput,
+    ResponseProgress,
     ResponseState,
+    ToolRoundsExceeded,
+    add_usage,
+    done_frame,
+    parse_arguments,
+    storable_object,
 )
 from app.services.states import check_transition
 from app.services.storable import storable_json, storable_text
@@ -69,70 +74,8 @@ __all__ = [
 ]
 
 
-# What a client is told of a model failure, by its kind.
-LLM_ERROR_CODES: dict[LLMErrorKind, ErrorCode] = {
-    LLMErrorKind.RATE_LIMITED: ErrorCode.LLM_RATE_LIMITED,
-    LLMErrorKind.UNAVAILABLE: ErrorCode.LLM_UNAVAILABLE,
-    LLMErrorKind.UNAUTHORIZED: ErrorCode.LLM_UNAVAILABLE,
-    LLMErrorKind.MODEL_NOT_FOUND: ErrorCode.LLM_ERROR,
-    LLMErrorKind.CONTEXT_TOO_LONG: ErrorCode.LLM_ERROR,
-    LLMErrorKind.REFUSED: ErrorCode.LLM_ERROR,
-    LLMErrorKind.FAILED: ErrorCode.LLM_ERROR,
-}
-
-
-class ToolRoundsExceeded(Exception):
-    """The model kept calling tools past `MAX_TOOL_ROUNDS`."""
-
-
-class _PromptTooLong(Exception):
-    """The upstream refused the request as longer than the model's window."""
-
-    def __init__(self, refusal: LLMError) -> None:
-        super().__init__(refusal.message)
-        self.refusal = refusal
-
-
-@dataclass(slots=True)
-class _Progress:
-    text: list[str] = field(default_factory=list)
-    finish_reason: str = "stop"
-    usage: dict[str, JsonValue] | None = None
-    model: str = ""
-    open_calls: dict[str, ToolCallEvent] = field(default_factory=dict)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _add_usage(
-    total: dict[str, JsonValue] | None, more: dict[str, JsonValue] | None
-) -> dict[str, JsonValue] | None:
-    if more is None:
-        return total
-    if total is None:
-        return dict(more)
-    summed = dict(total)
-    for key, value in more.items():
-        known = summed.get(key)
-        both_numbers = isinstance(value, int | float) and isinstance(known, int | float)
-        summed[key] = known + value if both_numbers else value  # type: ignore[operator]
-    return summed
-
-
-def _storable_object(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
-    storable = storable_json(value)
-    assert isinstance(storable, dict)  # a dict stays a dict
-    return storable
-
-
-def _parse_arguments(raw: str) -> dict[str, JsonValue] | None:
-    try:
-        value = orjson.loads(raw or "{}")
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class ResponseRunner:
@@ -177,7 +120,7 @@ class ResponseRunner:
         self._tracing = tracing
         self._owner = owner
         self._span: ResponseSpan | None = None
-        self._progress = _Progress(model=provider.model)
+        self._progress = ResponseProgress(model=provider.model)
         self._approvals = approvals
         # A round left waiting for approval by a stopped process, which this response runs.
         self._resumed = resumed
@@ -283,12 +226,12 @@ class ResponseRunner:
         tools = self._tools.definitions()
         try:
             return await self._stream_call(await self._prompt(tools, hard=False), tools)
-        except _PromptTooLong:
+        except PromptTooLong:
             pass
         # The upstream counted more than our estimate: fold harder and try once more.
         try:
             return await self._stream_call(await self._prompt(tools, hard=True), tools)
-        except _PromptTooLong as e:
+        except PromptTooLong as e:
             raise e.refusal from e
 
     async def _stream_call(
@@ -304,7 +247,7 @@ class ResponseRunner:
                     await self._on_event(event, calls)
         except LLMError as e:
             if e.kind is LLMErrorKind.CONTEXT_TOO_LONG and received == 0:
-                raise _PromptTooLong(e) from e
+                raise PromptTooLong(e) from e
             raise
         return calls
 
@@ -335,9 +278,9 @@ class ResponseRunner:
             assert_never(event)
 
     def _on_finished(self, event: Finished) -> None:
-        usage = _storable_object(event.usage) if event.usage is not None else None
+        usage = storable_object(event.usage) if event.usage is not None else None
         self._progress.finish_reason = storable_text(event.finish_reason)
-        self._progress.usage = _add_usage(self._progress.usage, usage)
+        self._progress.usage = add_usage(self._progress.usage, usage)
         self._progress.model = storable_text(event.model)
 
     async def _run_tools(self, calls: list[ToolCallRequest]) -> None:
@@ -389,7 +332,7 @@ class ResponseRunner:
             self._approvals.close(call_ids)
 
     async def _announce(self, call: ToolCallRequest) -> ToolCallEvent:
-        arguments = _parse_arguments(call.arguments)
+        arguments = parse_arguments(call.arguments)
         tool = self._tools.get(call.name)
         event = ToolCallEvent(
             seq=self._out.next_seq(),
@@ -397,7 +340,7 @@ class ResponseRunner:
             response_id=self.response_id,
             call_id=storable_text(call.call_id),
             name=storable_text(call.name),
-            arguments=_storable_object(arguments) if arguments is not None else {},
+            arguments=storable_object(arguments) if arguments is not None else {},
             raw_arguments=None if arguments is not None else storable_text(call.arguments),
             server=tool.server if tool is not None else None,
         )
@@ -502,18 +445,3 @@ class ResponseRunner:
         self.status = status
         self._move(ResponseState.DONE)
         await self._out.send(done_frame(message))
-
-
-def done_frame(message: AssistantMessageEvent) -> ResponseDone:
-    """The `response.done` that announces a stored assistant message."""
-    return ResponseDone(
-        seq=message.seq,
-        response_id=message.response_id,
-        status=message.status,
-        text=message.text,
-        finish_reason=message.finish_reason,
-        usage=message.usage,
-        error=message.error,
-        model=message.model,
-        supersedes=message.supersedes,
-    )
