@@ -538,6 +538,13 @@ class _Ledger:
         with self._changed:
             self._replies.extend(replies)
 
+    def drop_script(self) -> list[Reply]:
+        """Forget the replies no request has taken yet; returns them."""
+        with self._changed:
+            dropped = list(self._replies)
+            self._replies.clear()
+            return dropped
+
     def answer_model(self, model: str, reply: Reply) -> None:
         """Answer every request for ``model`` with ``reply``, outside the script."""
         with self._changed:
@@ -924,6 +931,11 @@ class FakeGroq:
     def script(self, *replies: Reply) -> None:
         """Queue replies; each request consumes the next one, in order."""
         self._ledger.script(replies)
+
+    def drop_script(self) -> list[Reply]:
+        """Forget the scripted replies no request has taken yet (a test that scripts more than
+        it knows will be asked for, and starts afresh); returns them."""
+        return self._ledger.drop_script()
 
     @property
     def requests(self) -> list[RecordedRequest]:
