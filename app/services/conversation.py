@@ -257,6 +257,9 @@ class Conversation(WaitingWork):
         if self._paused is not None:
             self._end_paused()
             return
+        if self._storing is not None and self._storing.acknowledged:
+            self._storing.cancel_at_start = True  # its response has not started yet
+            return
         if not self.responding or self._tasks.runner is None:
             await self.send_error(ErrorCode.NO_ACTIVE_RESPONSE, "no response is running")
             return

@@ -98,6 +98,8 @@ class Storing:
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     # A stop came while it was being stored: its response starts cancelled.
     cancel_at_start: bool = False
+    # Committed; its acknowledgement is on its way and its response starts next.
+    acknowledged: bool = False
 
 
 def new_id(prefix: str) -> str:

@@ -234,8 +234,12 @@ class MessageIntake(ABC):
             )
             return
         self._adopt(storing.message)
-        self._storing = None
-        await self.send(storing.message)
+        # A cancel read while the acknowledgement is sent stops the response it starts.
+        storing.acknowledged = True
+        try:
+            await self.send(storing.message)
+        finally:
+            self._storing = None
         self._start_response(cancelled=storing.cancel_at_start)
 
     async def _commit_timed_out(self, storing: Storing, committed: asyncio.Future[None]) -> None:
