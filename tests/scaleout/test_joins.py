@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -31,6 +32,8 @@ BEFORE = ("Half ", "of it, ")
 AFTER = ("then ", "the rest.")
 WHOLE = "".join(BEFORE + AFTER)
 CLIENTS = 50
+TOKEN = "x" * 4000
+TOKENS = 1500  # 6 MB: far more than the socket buffers between a reader and its instance hold
 
 
 @pytest.fixture
@@ -71,6 +74,24 @@ async def _join(instance: ServerProcess, session_id: str) -> tuple[WsClient, Fra
     client = await _open(instance, session_id)
     ready = await client.ready()
     return client, ready
+
+
+async def _open_unread(instance: ServerProcess, session_id: str) -> WsClient:
+    """A client with a 4 KB receive buffer: while the test does not read it, it reads nothing
+    (its library stops reading the socket after one frame)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", instance.port))
+    url = f"{instance.ws_url}?session_id={session_id}"
+    return WsClient(
+        await connect(url, sock=sock, max_queue=1, max_size=None, compression=None, open_timeout=10)
+    )
+
+
+async def _metric_line(instance: ServerProcess, line: str) -> bool:
+    async with httpx.AsyncClient(base_url=instance.http_url, timeout=5, trust_env=False) as http:
+        return line in (await http.get("/metrics")).text
 
 
 def _text(ready: Frame, tail: list[Frame]) -> str:
@@ -203,6 +224,59 @@ async def test_redis_stopped_mid_answer_the_joined_client_gets_the_stored_result
     assert tail[-1]["status"] == "completed"
     assert ready_again["live_response"] is not None
     assert _text(ready_again, tail_again) == tail_again[-1]["text"] == WHOLE
+
+
+async def test_a_resume_elsewhere_while_redis_is_down_waits_for_the_stored_answer(
+    start_instance: StartInstance, fake_groq: FakeGroq, own_redis: PrivateRedis
+) -> None:
+    running, other = await _start(start_instance, 2, own_redis.url)
+    gate = Gate()
+    fake_groq.script(gated_reply(*BEFORE, after=AFTER, gate=gate), text_reply("second answer"))
+    session_id = await _ask_and_leave(running)
+    await asyncio.to_thread(own_redis.stop)
+    client = await _open(other, session_id)
+    fell_back = 'chat_response_joins_total{where="fallback"} 1.0'
+    await wait_until(lambda: _metric_line(other, fell_back), what="the join to fall back")
+    gate.open()
+    ready = await client.recv(timeout=15)  # once the answer ended on the running instance
+    second = (await client.ask("and then?", message_id="m2"))[-1]
+    await client.connection.close()
+    assert ready["type"] == "session.ready", ready
+    assert ready["live_response"] is None
+    assert [e["type"] for e in ready["events"]] == ["user.message", "assistant.message"]
+    answer = ready["events"][-1]
+    assert (answer["status"], answer["text"]) == ("completed", WHOLE)
+    assert (second["status"], second["text"]) == ("completed", "second answer")
+
+
+async def test_a_joined_client_that_reads_nothing_never_slows_the_answer_where_it_runs(
+    start_instance: StartInstance, fake_groq: FakeGroq, redis_url: str
+) -> None:
+    # The joined instance would drop the reader after 60 s: far beyond the wait for the answer.
+    running = await asyncio.to_thread(start_instance, REDIS_URL=redis_url)
+    other = await asyncio.to_thread(start_instance, REDIS_URL=redis_url, WS_SEND_TIMEOUT_S="60")
+    gate = Gate()
+    fake_groq.script(gated_reply(*BEFORE, after=[TOKEN] * TOKENS, gate=gate))
+    session_id = await _ask_and_leave(running)
+    reader = await _open_unread(other, session_id)
+    ready = await reader.ready()
+    gate.open()
+    events: list[Frame] = []
+    async with httpx.AsyncClient(base_url=running.http_url, timeout=10, trust_env=False) as http:
+
+        async def stored() -> bool:
+            response = await http.get(f"/api/sessions/{session_id}/events")
+            events[:] = response.json()["events"]
+            return len(events) == 2
+
+        # The answer (6 MB) is stored whole while the joined client has read nothing of it.
+        await wait_until(stored, 20, what="the answer to be stored while the reader reads nothing")
+    tail = await reader.recv_until("response.done", timeout=60)
+    await reader.connection.close()
+    whole = "".join(BEFORE) + TOKEN * TOKENS
+    assert (events[1]["status"], events[1]["text"]) == ("completed", whole)
+    # Read at last, the joined client gets the whole answer once.
+    assert _text(ready, tail) == tail[-1]["text"] == whole
 
 
 async def test_the_running_instance_killed_the_joined_client_gets_a_clean_failed_end(

@@ -11,15 +11,21 @@ import pytest_asyncio
 
 from app.protocol import ResponseDelta, ResponseDone, ResponseStarted, ResponseStatus
 from app.services.metrics import Metrics
-from app.services.response_bus import FramesMissing, ResponseBus, connect_redis
+from app.services.response_bus import (
+    FramesMissing,
+    ResponseBus,
+    connect_redis,
+    live_key,
+    stream_key,
+)
 from app.services.response_feed import LiveResponses, ResponseFeed
 from tests.support.private_redis import shared_redis_url
 from tests.support.waiting import wait_until
 
 
-def _bus(*, buffer_max: int = 100) -> ResponseBus:
+def _bus(*, buffer_max: int = 100, maxlen: int = 1000) -> ResponseBus:
     redis = connect_redis(shared_redis_url())
-    return ResponseBus(redis, Metrics(), maxlen=1000, ttl_s=5, buffer_max=buffer_max)
+    return ResponseBus(redis, Metrics(), maxlen=maxlen, ttl_s=5, buffer_max=buffer_max)
 
 
 @pytest_asyncio.fixture
@@ -119,3 +125,47 @@ async def test_offering_never_waits_even_with_no_room_and_no_publisher() -> None
         feed.add(ResponseDelta(response_id="resp_x", text=str(n)))
     await bus.aclose()
     assert feed.text == "".join(str(n) for n in range(1000))
+
+
+async def test_a_stream_is_bounded_and_expires_after_its_response_ended() -> None:
+    live, writer = LiveResponses(), _bus(buffer_max=2000, maxlen=100)
+    publisher = await _publishing(writer, live)
+    redis = connect_redis(shared_redis_url())
+    session_id, response_id = str(uuid.uuid4()), f"resp_{uuid.uuid4().hex}"
+    key = stream_key(response_id)
+    try:
+        feed = live.start(session_id, response_id, cancel=lambda: None)
+        feed.add(ResponseStarted(response_id=response_id))
+        for n in range(1000):
+            feed.add(ResponseDelta(response_id=response_id, text=str(n)))
+
+        async def all_published() -> bool:
+            entries = await writer.read(response_id, after="0", block_ms=0)
+            return bool(entries) and entries[-1].index == 1000
+
+        await wait_until(all_published, what="the 1000th delta on the bus")
+        running = (
+            await redis.xlen(key),
+            await redis.ttl(key),
+            await redis.ttl(live_key(session_id)),
+        )
+        feed.add(_done(feed, feed.text))
+
+        async def ended() -> bool:
+            return not await redis.exists(live_key(session_id))
+
+        await wait_until(ended, what="the end of the response on the bus")
+        after_end = (await redis.xlen(key), await redis.pttl(key))
+    finally:
+        await _stop(publisher, writer)
+        await redis.delete(key, live_key(session_id))
+        await redis.aclose()
+    length, stream_ttl_s, live_ttl_s = running
+    # Trimmed approximately: whole nodes of 100 entries (stream-node-max-entries) at a time.
+    assert 100 <= length <= 200
+    # A running response's stream and key outlive a dead publisher by an hour at most.
+    assert 0 < stream_ttl_s <= 3600
+    assert 0 < live_ttl_s <= 3600
+    # Ended: the stream stays `ttl_s` (5 s), no longer.
+    assert 100 <= after_end[0] <= 201
+    assert 0 < after_end[1] <= 5000
