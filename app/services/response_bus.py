@@ -4,7 +4,8 @@ of its own, so a resume on any instance can join it; cancels of joined clients b
 What Redis holds (docs/deployment.md): per running response, one stream
 `chat:response:{response_id}` (at most `REDIS_STREAM_MAXLEN` entries, deleted
 `REDIS_STREAM_TTL_S` after the response ended) and one key `chat:live:{session_id}` naming it;
-per remotely joined connection, one claim key `chat:join:{session_id}`. Nothing is only in
+per remotely joined connection, one claim key `chat:join:{session_id}`; per cancel of a joined
+client, one key `chat:cancel:{response_id}` (a minute). Nothing is only in
 Redis: the store has every event, so whenever the bus fails a join waits for the stored result.
 
 Publishing never slows a response: frames go into a bounded buffer, a service task writes them
@@ -40,6 +41,10 @@ _BATCH_MAX = 500
 # Pauses between attempts to subscribe again to the cancel channel while Redis is down.
 _RESUBSCRIBE_FIRST_S = 0.5
 _RESUBSCRIBE_MAX_S = 5.0
+# A cancel is kept this long besides being published: a publish reaches only the instances
+# subscribed at that moment, and one subscribing again after Redis restarted (a pause of at most
+# `_RESUBSCRIBE_MAX_S`) reads the cancels of its responses from their keys.
+_CANCEL_KEY_TTL_S = 60
 _CONNECT_TIMEOUT_S = 1.0
 # Above the longest blocking read (`follow`), so a blocked read is not cut as a timeout.
 _SOCKET_TIMEOUT_S = 5.0
@@ -64,6 +69,10 @@ def live_key(session_id: str) -> str:
 
 def claim_key(session_id: str) -> str:
     return f"chat:join:{session_id}"
+
+
+def cancel_key(response_id: str) -> str:
+    return f"chat:cancel:{response_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +235,7 @@ class ResponseBus:
         try:
             await pubsub.subscribe(CANCEL_CHANNEL)
             self._subscribed = True
+            await self._cancel_missed(live)
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if message is not None and message["type"] == "message":
@@ -235,6 +245,17 @@ class ResponseBus:
         finally:
             with contextlib.suppress(*self._failures):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _cancel_missed(self, live: LiveResponses) -> None:
+        """Cancel the responses here whose cancel was published while this instance was not
+        subscribed (Redis restarted, the connection dropped): their keys still say so."""
+        response_ids = live.response_ids()
+        if not response_ids:
+            return
+        found = await self._redis.mget([cancel_key(r) for r in response_ids])
+        for response_id, value in zip(response_ids, found, strict=True):
+            if value is not None:
+                live.cancel(response_id)
 
     # -- joining (an instance with the client's connection) --------------------------------
 
@@ -269,8 +290,12 @@ class ResponseBus:
         return [_entry(i, fields) for _, entries in found or [] for i, fields in entries]
 
     async def cancel(self, response_id: str) -> None:
-        """Ask whichever instance runs the response to cancel it."""
-        await self._call(self._redis.publish(CANCEL_CHANNEL, response_id))
+        """Ask whichever instance runs the response to cancel it: published, and kept in a key
+        for an instance that is subscribing again just then (see `_cancel_missed`)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(cancel_key(response_id), 1, ex=_CANCEL_KEY_TTL_S)
+        pipe.publish(CANCEL_CHANNEL, response_id)
+        await self._call(pipe.execute())
 
     async def claim(self, session_id: str, token: str, *, ttl_s: float) -> bool:
         """Claim the session's remote join (one connection per session); False when taken."""

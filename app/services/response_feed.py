@@ -168,6 +168,10 @@ class LiveResponses:
         """The session's running response here, if one runs."""
         return self._by_session.get(session_id)
 
+    def response_ids(self) -> list[str]:
+        """The ids of the responses running here."""
+        return list(self._by_response)
+
     def cancel(self, response_id: str) -> bool:
         """Cancel a running response of this process (asked by a client joined elsewhere)."""
         feed = self._by_response.get(response_id)

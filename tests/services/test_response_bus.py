@@ -169,3 +169,21 @@ async def test_a_stream_is_bounded_and_expires_after_its_response_ended() -> Non
     # Ended: the stream stays `ttl_s` (5 s), no longer.
     assert 100 <= after_end[0] <= 201
     assert 0 < after_end[1] <= 5000
+
+
+async def test_a_cancel_published_before_the_running_instance_subscribed_still_reaches_it(
+    reader: ResponseBus,
+) -> None:
+    # As after a Redis restart: the running instance subscribes again after a pause, and a
+    # publish reaches only the instances subscribed at that moment.
+    live, running = LiveResponses(), _bus()
+    cancelled = asyncio.Event()
+    response_id = f"resp_{uuid.uuid4().hex}"
+    live.start(str(uuid.uuid4()), response_id, cancel=cancelled.set)
+    await reader.cancel(response_id)  # from the instance of the joined client
+    listener = asyncio.create_task(running.listen_for_cancels(live), name="cancels")
+    try:
+        async with asyncio.timeout(5):
+            await cancelled.wait()
+    finally:
+        await _stop(listener, running)
