@@ -24,9 +24,13 @@ import sys
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent(sig: signal.Signals) -> None:
+    """Ask the kernel (Linux) for `sig` when this process's parent dies, however it dies.
+
+    Also what `python -m app.serve` asks for its workers; it lives here because the launcher,
+    run by path with `-I -S`, can import only the standard library."""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
@@ -78,7 +82,7 @@ def main(argv: list[str]) -> None:
     parent = int(argv[0])
     # Elsewhere than Linux the SDK's shutdown (close stdin, then kill the group) is all there is.
     if sys.platform.startswith("linux"):
-        _die_with_parent()
+        die_with_parent(signal.SIGKILL)
         if os.getppid() != parent:
             sys.exit(0)  # the app is already gone
         _start_watcher(parent)
