@@ -62,6 +62,12 @@ class WebSocketSink:
     A client that stops reading fills the socket's buffer and blocks its sends. After
     `send_timeout_s` it is dropped: the response goes on and is stored, the client can resume
     with `after_seq`, and neither its memory nor the upstream request stays held by it.
+
+    The deadline is one timer per sink, not one per send: a send almost always returns at once
+    (uvicorn writes to the transport unless its buffer is full), and `asyncio.timeout` costs
+    about 10 µs per use, as much as the rest of a token's path through the server. The timer
+    is armed by the first send and, each time it fires, re-armed for the send then in flight,
+    or left off until the next send (docs/performance.md).
     """
 
     def __init__(self, websocket: WebSocket, *, send_timeout_s: float = 10.0) -> None:
@@ -70,6 +76,12 @@ class WebSocketSink:
         self._lock = asyncio.Lock()
         # The connection's handler, stopped when its client is dropped.
         self._handler = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        self._deadline: asyncio.TimerHandle | None = None
+        # The send in flight: when it began and the task it blocks; the deadline's verdict.
+        self._sending_since: float | None = None
+        self._sender: asyncio.Task[object] | None = None
+        self._send_expired = False
         self.closed = False
         self.dropped = False
 
@@ -78,6 +90,7 @@ class WebSocketSink:
         if self.closed:
             return
         self.closed = True
+        self._stop_deadline()
         async with self._lock:
             await self._close_now(code, reason)
 
@@ -93,15 +106,47 @@ class WebSocketSink:
         if self.closed:
             return
         async with self._lock:
+            if self.closed:
+                return
+            task = asyncio.current_task()
+            self._begin_send(task)
             try:
-                async with asyncio.timeout(self._send_timeout_s):
-                    await self._websocket.send_text(data)
-            except TimeoutError:
+                await self._websocket.send_text(data)
+            except asyncio.CancelledError:
+                # Cancelled by the deadline alone (`uncancel` leaves no other cancel): a drop.
+                if not self._send_expired or task is None or task.uncancel() > 0:
+                    raise
                 self._drop()
-                if asyncio.current_task() is self._handler:
+                if task is self._handler:
                     raise ClientDropped from None
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self.closed = True
+            finally:
+                self._sending_since = self._sender = None
+
+    def _begin_send(self, task: asyncio.Task[object] | None) -> None:
+        self._sending_since, self._sender = self._loop.time(), task
+        if self._deadline is None:
+            self._deadline = self._loop.call_at(
+                self._sending_since + self._send_timeout_s, self._check_deadline
+            )
+
+    def _check_deadline(self) -> None:
+        """The timer fired: drop the client if the send in flight is past its deadline."""
+        self._deadline = None
+        if self._sending_since is None or self.closed:
+            return  # no send in flight: the next one arms the timer again
+        due = self._sending_since + self._send_timeout_s
+        if self._loop.time() < due:
+            self._deadline = self._loop.call_at(due, self._check_deadline)
+        elif self._sender is not None:
+            self._send_expired = True
+            self._sender.cancel()
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def _drop(self) -> None:
         # Not even a close frame can pass a full buffer (uvicorn waits for room before any
@@ -110,6 +155,7 @@ class WebSocketSink:
         # `ClientDropped` its send raises; stuck elsewhere, it is cancelled.
         log.warning("dropping a client that stopped reading")
         self.closed = self.dropped = True
+        self._stop_deadline()
         if self._handler is not None and self._handler is not asyncio.current_task():
             self._handler.cancel()
 
