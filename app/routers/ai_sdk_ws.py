@@ -24,14 +24,13 @@ from app.database.base import StoreError
 from app.protocol import CloseCode
 from app.routers.ai_sdk import chat_turns
 from app.routers.ws import (
-    ClientDropped,
     Refusal,
-    WebSocketSink,
     _verified_token,
     authorize,
     check_connection_rate,
     close_code_of,
 )
+from app.routers.ws_sink import ClientDropped, WebSocketSink
 from app.services.ai_sdk import ChatRefused, ChatTurns, Turn
 from app.services.ai_sdk.requests import (
     AbortFrame,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 
 from app.logs import session_id_var
@@ -18,12 +18,12 @@ from app.protocol import (
     CloseCode,
     ErrorCode,
     ErrorFrame,
-    ServerFrame,
     client_frame_adapter,
 )
 from app.routers.client_address import client_address
 from app.routers.deps import bearer_token
 from app.routers.hosts import host_refusal
+from app.routers.ws_sink import ClientDropped, WebSocketSink
 from app.services.auth import AuthUnavailable, Unauthorized
 from app.services.hub import Connection, ConnectRefused
 from app.services.rate_limit import FrameRateLimiter, Verdict
@@ -50,119 +50,6 @@ _CLOSE_CODES = {
     # Too many new connections from one address (CONNECTIONS_PER_MINUTE_PER_IP).
     ErrorCode.RATE_LIMITED: CloseCode.POLICY_VIOLATION,
 }
-
-
-class ClientDropped(Exception):
-    """The connection's own send to a client that stopped reading timed out: the handler ends."""
-
-
-class WebSocketSink:
-    """Sends frames on one socket, one at a time; after the client left, sends are dropped.
-
-    A client that stops reading fills the socket's buffer and blocks its sends. After
-    `send_timeout_s` it is dropped: the response goes on and is stored, the client can resume
-    with `after_seq`, and neither its memory nor the upstream request stays held by it.
-
-    The deadline is one timer per sink, not one per send: a send almost always returns at once
-    (uvicorn writes to the transport unless its buffer is full), and `asyncio.timeout` costs
-    about 10 µs per use, as much as the rest of a token's path through the server. The timer
-    is armed by the first send and, each time it fires, re-armed for the send then in flight,
-    or left off until the next send (docs/performance.md).
-    """
-
-    def __init__(self, websocket: WebSocket, *, send_timeout_s: float = 10.0) -> None:
-        self._websocket = websocket
-        self._send_timeout_s = send_timeout_s
-        self._lock = asyncio.Lock()
-        # The connection's handler, stopped when its client is dropped.
-        self._handler = asyncio.current_task()
-        self._loop = asyncio.get_running_loop()
-        self._deadline: asyncio.TimerHandle | None = None
-        # The send in flight: when it began and the task it blocks; the deadline's verdict.
-        self._sending_since: float | None = None
-        self._sender: asyncio.Task[object] | None = None
-        self._send_expired = False
-        self.closed = False
-        self.dropped = False
-
-    async def close(self, code: int, reason: str) -> None:
-        """Close the socket (a no-op when the client already left)."""
-        if self.closed:
-            return
-        self.closed = True
-        self._stop_deadline()
-        async with self._lock:
-            await self._close_now(code, reason)
-
-    async def send(self, frame: ServerFrame) -> None:
-        if self.closed:
-            return
-        # The model's own core serializer: the same JSON as `model_dump_json()` at a third of the
-        # cost per frame (no per-call argument handling); see docs/performance.md.
-        await self.send_text(frame.__pydantic_serializer__.to_json(frame).decode())
-
-    async def send_text(self, data: str) -> None:
-        """Send one text frame as it is (after the client left: dropped)."""
-        if self.closed:
-            return
-        async with self._lock:
-            if self.closed:
-                return
-            task = asyncio.current_task()
-            self._begin_send(task)
-            try:
-                await self._websocket.send_text(data)
-            except asyncio.CancelledError:
-                # Cancelled by the deadline alone (`uncancel` leaves no other cancel): a drop.
-                if not self._send_expired or task is None or task.uncancel() > 0:
-                    raise
-                self._drop()
-                if task is self._handler:
-                    raise ClientDropped from None
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                self.closed = True
-            finally:
-                self._sending_since = self._sender = None
-
-    def _begin_send(self, task: asyncio.Task[object] | None) -> None:
-        self._sending_since, self._sender = self._loop.time(), task
-        if self._deadline is None:
-            self._deadline = self._loop.call_at(
-                self._sending_since + self._send_timeout_s, self._check_deadline
-            )
-
-    def _check_deadline(self) -> None:
-        """The timer fired: drop the client if the send in flight is past its deadline."""
-        self._deadline = None
-        if self._sending_since is None or self.closed:
-            return  # no send in flight: the next one arms the timer again
-        due = self._sending_since + self._send_timeout_s
-        if self._loop.time() < due:
-            self._deadline = self._loop.call_at(due, self._check_deadline)
-        elif self._sender is not None:
-            self._send_expired = True
-            self._sender.cancel()
-
-    def _stop_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _drop(self) -> None:
-        # Not even a close frame can pass a full buffer (uvicorn waits for room before any
-        # send), so the handler is stopped: the session is torn down as after a disconnect.
-        # Stuck in its own send (a pong, an acknowledgement), the handler ends by the
-        # `ClientDropped` its send raises; stuck elsewhere, it is cancelled.
-        log.warning("dropping a client that stopped reading")
-        self.closed = self.dropped = True
-        self._stop_deadline()
-        if self._handler is not None and self._handler is not asyncio.current_task():
-            self._handler.cancel()
-
-    async def _close_now(self, code: int, reason: str) -> None:
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
-            async with asyncio.timeout(1.0):
-                await self._websocket.close(code=code, reason=reason)
 
 
 class Refusal(Exception):
@@ -338,6 +225,41 @@ class _Inbound:
     close: tuple[int, str] | None = None
 
 
+class _Inbox:
+    """The frames read but not handled yet, and the worker that handles them one at a time.
+
+    Both are made at the first frame: a connection that never sends one (most open ones, at any
+    moment) holds neither, which is about 4 KiB less per idle connection (docs/performance.md).
+    """
+
+    def __init__(self, conversation: Connection, sink: WebSocketSink) -> None:
+        self._conversation = conversation
+        self._sink = sink
+        self._frames: asyncio.Queue[_Inbound] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    def waiting(self) -> int:
+        """How many frames wait to be handled."""
+        return 0 if self._frames is None else self._frames.qsize()
+
+    def put(self, inbound: _Inbound) -> None:
+        if self._frames is None:
+            self._frames = asyncio.Queue(maxsize=INBOX_MAX + 1)
+            work = _work(self._frames, self._conversation, self._sink)
+            self._worker = asyncio.create_task(work, name="ws-worker")
+        self._frames.put_nowait(inbound)
+
+    async def handled(self) -> None:
+        """Wait until the worker has ended (after a frame that calls for the close)."""
+        if self._worker is not None:
+            await asyncio.wait([self._worker])
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.wait([self._worker])
+
+
 async def _serve(
     websocket: WebSocket, sink: WebSocketSink, conversation: Connection, runtime: Runtime
 ) -> None:
@@ -347,24 +269,20 @@ async def _serve(
     one at a time in order (so each frame's reply comes in the order the frames came), while
     this loop goes on reading, and sees the client's close at once.
     """
-    inbox: asyncio.Queue[_Inbound] = asyncio.Queue(maxsize=INBOX_MAX + 1)
-    worker = asyncio.create_task(_work(inbox, conversation, sink), name="ws-worker")
+    inbox = _Inbox(conversation, sink)
     try:
         closing = await _read(websocket, inbox, runtime)
         if closing is not None:
             # Every frame before the offending one is answered first, then the socket closes.
-            inbox.put_nowait(closing)
-            await asyncio.wait([worker])
+            inbox.put(closing)
+            await inbox.handled()
     finally:
         # A message being stored goes on in its own task; frames not handled yet are dropped
         # (never acknowledged: the client sends them again after resuming).
-        worker.cancel()
-        await asyncio.wait([worker])
+        await inbox.stop()
 
 
-async def _read(
-    websocket: WebSocket, inbox: asyncio.Queue[_Inbound], runtime: Runtime
-) -> _Inbound | None:
+async def _read(websocket: WebSocket, inbox: _Inbox, runtime: Runtime) -> _Inbound | None:
     """Read into the inbox until the client leaves (None) or a frame calls for a close."""
     limiter = FrameRateLimiter(per_minute=runtime.settings.max_messages_per_minute)
     max_bytes = runtime.settings.ws_max_bytes
@@ -385,9 +303,9 @@ async def _read(
                 return _Inbound(None, close=(CloseCode.POLICY_VIOLATION, "too many messages"))
             refused = (ErrorCode.RATE_LIMITED, "too many messages; slow down", True)
             inbound = _Inbound(text, refused if verdict is Verdict.REFUSE else None)
-        if inbox.qsize() >= INBOX_MAX:
+        if inbox.waiting() >= INBOX_MAX:
             return _Inbound(None, close=(CloseCode.POLICY_VIOLATION, "too many frames unanswered"))
-        inbox.put_nowait(inbound)
+        inbox.put(inbound)
 
 
 async def _work(
