@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
+from app.database.background import BackgroundGate
 from app.database.base import EventConflict, EventRow, LeaseLost, MissingRow, Row, StoreError
 from app.database.migrations import pending
 from app.database.sql import POSTGRES, Dialect, Params, canonical_id
@@ -204,6 +205,9 @@ class PostgresStore:
         self._statement_cache = uses_statement_cache(dsn, wanted=statement_cache)
         self._timeout_s = timeout_s
         self._pool: asyncpg.Pool | None = None
+        # Background work holds at most a quarter of the pool: live requests always find a
+        # connection (app/database/background.py).
+        self._background = BackgroundGate(slots=max(1, pool_max // 4))
         runner = PostgresRunner(self)
         self.events = PostgresEventLog(self, runner)
         self.sessions = SqlSessions(runner)
@@ -262,7 +266,10 @@ class PostgresStore:
         if self._pool is None:
             raise StoreError("the PostgreSQL store is not open", retryable=False)
         try:
-            async with self._pool.acquire(timeout=self._timeout_s) as conn:
+            async with (
+                self._background.passage(),
+                self._pool.acquire(timeout=self._timeout_s) as conn,
+            ):
                 yield conn
         except _DRIVER_ERRORS as e:
             raise translate(e, doing) from e

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiosqlite
 import orjson
 
+from app.database.background import BackgroundGate
 from app.database.base import EventConflict, EventRow, Lease, LeaseLost, MissingRow, Row, StoreError
 from app.database.migrations import pending, sqlite_statements
 from app.database.sql import SQLITE, Dialect, Params, sqlite_time
@@ -84,6 +85,9 @@ class SqliteRunner:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        # One writer: a background operation waits for the one before it, so a live write is
+        # behind at most one of them (app/database/background.py).
+        self._background = BackgroundGate(slots=1)
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -121,7 +125,7 @@ class SqliteRunner:
         reader = self._connection(self._reader)
         try:
             if reader is self._writer:
-                async with self._lock:
+                async with self._background.passage(), self._lock:
                     return list(await reader.execute_fetchall(text, values))
             return list(await reader.execute_fetchall(text, values))
         except (sqlite3.Error, ValueError) as e:
@@ -152,7 +156,7 @@ class SqliteRunner:
         """The writer connection for statements that begin with a write (sqlite3 opens the
         transaction before it, taking the write lock at once), committed at the end and rolled
         back on error: one call fewer than `transaction()`, for the event writer's hot path."""
-        async with self._lock:
+        async with self._background.passage(), self._lock:
             db = self._connection(self._writer)
             try:
                 yield db

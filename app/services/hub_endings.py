@@ -103,6 +103,7 @@ class SessionEndings:
         self._deps.supervisor.spawn(
             self._tear_down(conversation, conversation.attachment),
             name=f"teardown-{conversation.session_id}",
+            background=True,
         )
 
     async def _tear_down(self, conversation: Conversation, attachment: int) -> None:

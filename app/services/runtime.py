@@ -225,8 +225,8 @@ async def _start(
     # Both loops end on stop (the heartbeat once every lease is released), so other instances
     # see this one's sessions free as soon as it is gone; a loop that fails is restarted.
     supervisor.spawn_service(leases.run, name="lease-heartbeat")
-    supervisor.spawn_service(summarizer.poll, name="summary-poll")
-    supervisor.spawn_service(runtime.retention.run, name="retention")
+    supervisor.spawn_service(summarizer.poll, name="summary-poll", background=True)
+    supervisor.spawn_service(runtime.retention.run, name="retention", background=True)
     log.info(
         "ready: store=%s model=%s instance=%s slot=%d pending_summaries=%d",
         store.kind,

@@ -236,14 +236,14 @@ class Summarizer:
         key = f"title-{session_id}"
         if key not in self._active:
             self._active.add(key)
-            self._supervisor.spawn(self._write_title(session_id, events), name=key)
+            self._supervisor.spawn(self._write_title(session_id, events), name=key, background=True)
 
     def _spawn(self, session_id: str) -> bool:
         key = f"summary-{session_id}"
         if key in self._active:
             return False
         self._active.add(key)
-        self._supervisor.spawn(self._summarize(session_id), name=key)
+        self._supervisor.spawn(self._summarize(session_id), name=key, background=True)
         return True
 
     async def _summarize(self, session_id: str) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from app.database.background import work_context
+
 log = logging.getLogger(__name__)
 
 _RESTART_FIRST_S = 0.05
@@ -39,19 +41,28 @@ class TaskSupervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._services: dict[str, tuple[ServiceHealth, asyncio.Task[None]]] = {}
 
-    def spawn(self, coroutine: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
-        """Run `coroutine` as an owned task (also during shutdown: it is then cancelled in turn)."""
-        task = asyncio.create_task(coroutine, name=name)
+    def spawn(
+        self, coroutine: Coroutine[Any, Any, Any], *, name: str, background: bool = False
+    ) -> asyncio.Task[Any]:
+        """Run `coroutine` as an owned task (also during shutdown: it is then cancelled in turn).
+        `background`: work no client waits for (a teardown, a summary), whose store operations
+        give way to live ones (app/database/background.py)."""
+        task = asyncio.create_task(
+            coroutine, name=name, context=work_context(background=background)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._forget)
         return task
 
     def spawn_service(
-        self, run: Callable[[], Coroutine[Any, Any, None]], *, name: str
+        self, run: Callable[[], Coroutine[Any, Any, None]], *, name: str, background: bool = False
     ) -> ServiceHealth:
-        """Run `run()` until it returns; if it fails, log it and run it again after a backoff."""
+        """Run `run()` until it returns; if it fails, log it and run it again after a backoff.
+        `background` as for `spawn`."""
         health = ServiceHealth(name)
-        task = asyncio.create_task(self._keep_running(run, health), name=name)
+        task = asyncio.create_task(
+            self._keep_running(run, health), name=name, context=work_context(background=background)
+        )
         self._services[name] = (health, task)
         return health
 
