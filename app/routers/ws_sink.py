@@ -12,6 +12,11 @@ from app.protocol import ServerFrame
 
 log = logging.getLogger(__name__)
 
+# The first look at a send in flight comes this soon at most (then at its deadline): a
+# connection that goes quiet holds no timer after a second (the first frame it is sent,
+# `session.ready`, would otherwise keep one for the whole WS_SEND_TIMEOUT_S).
+_FIRST_CHECK_S = 1.0
+
 
 class ClientDropped(Exception):
     """The connection's own send to a client that stopped reading timed out: the handler ends."""
@@ -27,8 +32,9 @@ class WebSocketSink:
     The deadline is one timer per sink, not one per send: a send almost always returns at once
     (uvicorn writes to the transport unless its buffer is full), and `asyncio.timeout` costs
     about 10 µs per use, as much as the rest of a token's path through the server. The timer
-    is armed by the first send and, each time it fires, re-armed for the send then in flight,
-    or left off until the next send (docs/performance.md).
+    is armed by a send (to look again within a second) and, each time it fires, re-armed for
+    the deadline of the send then in flight, or left off until the next send
+    (docs/performance.md).
     """
 
     def __init__(self, websocket: WebSocket, *, send_timeout_s: float = 10.0) -> None:
@@ -88,8 +94,9 @@ class WebSocketSink:
     def _begin_send(self, task: asyncio.Task[object] | None) -> None:
         self._sending_since, self._sender = self._loop.time(), task
         if self._deadline is None:
+            first_check = min(self._send_timeout_s, _FIRST_CHECK_S)
             self._deadline = self._loop.call_at(
-                self._sending_since + self._send_timeout_s, self._check_deadline
+                self._sending_since + first_check, self._check_deadline
             )
 
     def _check_deadline(self) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Sequence
 from typing import assert_never
 
@@ -84,10 +83,12 @@ class Conversation(WaitingWork):
         self._opener = opener
         self._session_counted = False
         self.state = ConversationState.OPEN
-        self.closed = asyncio.Event()
+        # Made when first waited for: an idle connection holds no event it does not use
+        # (each asyncio.Event is ~0.7 KiB, its waiters' deque preallocated).
+        self._closed: asyncio.Event | None = None
         # Grows with every client that joins: a teardown of an earlier connection stands down.
         self.attachment = 0
-        self._joined = asyncio.Event()
+        self._joined: asyncio.Event | None = None
         self._deps = deps
         self._sink: FrameSink | None = sink
         self._events = events
@@ -100,7 +101,9 @@ class Conversation(WaitingWork):
         self._approvals = ApprovalDesk()
         # What a stopped process left: a round waiting for approval, queued messages.
         self._paused: PausedRound | None = paused_round(events)
-        self._queue: deque[UserMessageEvent] = deque(queued_backlog(events))
+        # A list, not a deque: it is short (MAX_QUEUED_MESSAGES), and an empty deque holds a
+        # 64-slot block (~0.7 KiB) in every open connection.
+        self._queue: list[UserMessageEvent] = queued_backlog(events)
         # Interrupts under way hold the queue; a shutdown stops it.
         self._queue_holds = 0
         self._queue_stopped = False
@@ -298,7 +301,8 @@ class Conversation(WaitingWork):
     def detach(self) -> None:
         """The client is gone: keep running the response, send nothing more."""
         self._sink = None
-        self._joined.clear()
+        if self._joined is not None:
+            self._joined.clear()
         if self.state is ConversationState.OPEN:
             self._move(ConversationState.DETACHED)
 
@@ -333,11 +337,16 @@ class Conversation(WaitingWork):
         self._sink = sink
         self._move(ConversationState.OPEN)
         self.attachment += 1
-        self._joined.set()
+        if self._joined is not None:
+            self._joined.set()
         return ready
 
     async def wait_response_unless_joined(self, attachment: int) -> bool:
         """Wait until no response runs, or a client joined after `attachment`: True if one did."""
+        if self.attachment != attachment:
+            return True
+        if self._joined is None:
+            self._joined = asyncio.Event()
         ended = asyncio.ensure_future(self.wait_response())
         joined = asyncio.ensure_future(self._joined.wait())
         try:
@@ -362,7 +371,16 @@ class Conversation(WaitingWork):
             self._tasks.paused.cancel()  # its round stays pending in the log
         if self.state is not ConversationState.CLOSED:
             self._move(ConversationState.CLOSED)
-        self.closed.set()
+        if self._closed is not None:
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Return once torn down (`mark_closed`)."""
+        if self.state is ConversationState.CLOSED:
+            return
+        if self._closed is None:
+            self._closed = asyncio.Event()
+        await self._closed.wait()
 
     def _move(self, new: ConversationState) -> None:
         self.state = check_transition(CONVERSATION_TRANSITIONS, self.state, new)

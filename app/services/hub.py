@@ -369,7 +369,7 @@ class SessionHub(SessionEndings):
                 return
             try:
                 async with asyncio.timeout(self._resume_wait_s):
-                    await previous.closed.wait()
+                    await previous.wait_closed()
             except TimeoutError as e:
                 raise ConnectRefused(
                     ErrorCode.SESSION_BUSY,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import abstractmethod
-from collections import deque
 from datetime import UTC, datetime
 
 from app.database.base import EventRow, StoreError, WriteRefused
@@ -39,7 +38,7 @@ class WaitingWork(MessageIntake):
     state: ConversationState
     _approvals: ApprovalDesk
     _paused: PausedRound | None
-    _queue: deque[UserMessageEvent]
+    _queue: list[UserMessageEvent]
     _queue_holds: int
     _queue_stopped: bool
 
@@ -123,7 +122,7 @@ class WaitingWork(MessageIntake):
             or self.state is ConversationState.CLOSED
         ):
             return
-        self._queue.popleft()
+        self._queue.pop(0)
         self._start_response()
 
     async def _interrupt(self) -> None:
