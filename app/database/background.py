@@ -23,9 +23,12 @@ _IS_BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
-def work_context(*, background: bool) -> contextvars.Context:
-    """A copy of the current context in which store operations count as background work, or
-    as live work (a live task started by a background one is live)."""
+def work_context(*, background: bool) -> contextvars.Context | None:
+    """The context of a new task whose store operations count as background work, or as live
+    work (a live task started by a background one is live); None (the caller's own, not
+    copied) when the caller's already says so."""
+    if _IS_BACKGROUND.get() == background:
+        return None
     context = contextvars.copy_context()
     context.run(_IS_BACKGROUND.set, background)
     return context

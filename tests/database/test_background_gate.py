@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -32,11 +34,7 @@ pytestmark = pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect
 
 async def test_a_live_write_does_not_wait_behind_queued_background_writes(store: Store) -> None:
     finished: list[str] = []
-
-    async def write(name: str) -> None:
-        await store.jobs.request_summary(str(uuid.uuid4()))
-        finished.append(name)
-
+    write = writer(store, finished)
     await warm_up(store)
     supervisor = TaskSupervisor()
     for i in range(QUEUED):
@@ -56,10 +54,7 @@ async def test_a_live_task_started_by_background_work_is_live(store: Store) -> N
     await warm_up(store)
     supervisor = TaskSupervisor()
     finished: list[str] = []
-
-    async def write(name: str) -> None:
-        await store.jobs.request_summary(str(uuid.uuid4()))
-        finished.append(name)
+    write = writer(store, finished)
 
     async def background_work() -> None:
         for i in range(QUEUED):
@@ -73,6 +68,16 @@ async def test_a_live_task_started_by_background_work_is_live(store: Store) -> N
 
     assert len(finished) == QUEUED + 1
     assert finished.index("live") <= AHEAD_AT_MOST[store.kind], finished
+
+
+def writer(store: Store, finished: list[str]) -> Callable[[str], Coroutine[Any, Any, None]]:
+    """A store write (one row that matches nothing) that notes its name once it is done."""
+
+    async def write(name: str) -> None:
+        await store.jobs.request_summary(str(uuid.uuid4()))
+        finished.append(name)
+
+    return write
 
 
 async def warm_up(store: Store) -> None:
